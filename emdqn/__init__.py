@@ -1,0 +1,6 @@
+"""emdqn: Episodic Memory Deep Q-Networks with Hydra, PyTorch Lightning and scipy cKDTree."""
+
+from emdqn.memory import EpisodicMemory
+
+__all__ = ["EpisodicMemory"]
+__version__ = "0.1.0"

@@ -1,0 +1,154 @@
+"""Resumable checkpoints, written atomically into ``<run>/checkpoints/``.
+
+``last.ckpt`` (torch.save) holds the networks, the optimizer, every counter, the RNG
+states, the environment (pickled, with the emulator state including its RNG), the episode
+in progress and the episodic memory. The replay buffer is written beside it as its own
+``replay_<env step>.npz`` (it is ~7 GB for a 1M Atari buffer), before the checkpoint that
+names it; older replay files are removed only after the new checkpoint is in place. Each
+file is written to a temporary name and renamed, so a kill while saving leaves the
+previous checkpoint loadable.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_FILE = "last.ckpt"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or does not fit this run."""
+
+
+def checkpoint_path(run_dir: str | os.PathLike) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR / CHECKPOINT_FILE
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    with temporary.open("wb") as file:
+        torch.save(obj, file)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+
+
+def _env_state(env: Any) -> bytes | None:
+    """The pickled env with its emulator state (ALE's RNG included); None if not picklable."""
+    unwrapped = env.unwrapped
+    emulator = unwrapped.clone_state(include_rng=True) if hasattr(unwrapped, "clone_state") else None
+    try:
+        return pickle.dumps((env, emulator))
+    except Exception:
+        return None
+
+
+def _restore_env(blob: bytes | None) -> Any:
+    if blob is None:
+        return None
+    env, emulator = pickle.loads(blob)
+    if emulator is not None:
+        env.unwrapped.restore_state(emulator)
+    return env
+
+
+def save_checkpoint(run_dir: str | os.PathLike, module: Any, datamodule: Any, save_replay: bool = True) -> Path:
+    """Write a resumable checkpoint of the run; returns its path."""
+    directory = Path(run_dir) / CHECKPOINT_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    replay_file = None
+    if save_replay:
+        replay_file = f"replay_{datamodule.env_steps}.npz"
+        replay_state = datamodule.replay.state_dict()
+        temporary = directory / (replay_file + ".tmp")
+        with temporary.open("wb") as file:
+            np.savez(file, **replay_state["arrays"])
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, directory / replay_file)
+        replay_meta = {key: value for key, value in replay_state.items() if key != "arrays"}
+    else:
+        replay_meta = None
+    optimizers = module.trainer.optimizers if module._trainer is not None else []
+    state = {
+        "format": FORMAT_VERSION,
+        "env_steps": datamodule.env_steps,
+        "module": {
+            "q_network": module.q_network.state_dict(),
+            "target_network": module.target_network.state_dict(),
+            "optimizer": optimizers[0].state_dict() if optimizers else module.pending_optimizer_state,
+            "last_target_sync": module.last_target_sync,
+            "last_log_step": module.last_log_step,
+        },
+        "data": datamodule.state_dict(),
+        "env": _env_state(datamodule.env),
+        "memory": datamodule.memory.state_dict() if datamodule.memory is not None else None,
+        "replay_file": replay_file,
+        "replay_meta": replay_meta,
+        "torch_rng": torch.get_rng_state(),
+    }
+    path = directory / CHECKPOINT_FILE
+    _atomic_torch_save(state, path)
+    for old in directory.glob("replay_*.npz"):
+        if old.name != replay_file:
+            old.unlink()
+    return path
+
+
+def load_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """Read ``<run>/checkpoints/last.ckpt``; CheckpointError names the file on any problem."""
+    path = checkpoint_path(run_dir)
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}: this run folder cannot be resumed")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise CheckpointError(f"checkpoint {path} is corrupted or unreadable ({type(error).__name__}: {error})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {path} has an incompatible format "
+                              f"(found {state.get('format') if isinstance(state, dict) else type(state)}, "
+                              f"need {FORMAT_VERSION})")
+    state["path"] = path
+    return state
+
+
+def restore(state: dict[str, Any], module: Any, datamodule: Any) -> None:
+    """Load a checkpoint into freshly built module and datamodule (the optimizer follows at fit start)."""
+    path = state["path"]
+    try:
+        module.q_network.load_state_dict(state["module"]["q_network"])
+        module.target_network.load_state_dict(state["module"]["target_network"])
+    except RuntimeError as error:
+        raise CheckpointError(f"checkpoint {path} does not fit this model: {error}") from None
+    module.pending_optimizer_state = state["module"]["optimizer"]
+    module.last_target_sync = state["module"]["last_target_sync"]
+    module.last_log_step = state["module"]["last_log_step"]
+    datamodule.load_state_dict(state["data"])
+    env = _restore_env(state["env"])
+    if env is not None:
+        datamodule.env.close()
+        datamodule.env = env
+    else:
+        datamodule.obs = None  # the episode in progress cannot be restored: start a new one
+    if datamodule.memory is not None:
+        if state["memory"] is None:
+            raise CheckpointError(f"checkpoint {path} has no episodic memory but this run uses memory=kdtree")
+        datamodule.memory.load_state_dict(state["memory"])
+    if state["replay_file"] is None:
+        datamodule.replay_not_restored()
+    else:
+        replay_path = path.parent / state["replay_file"]
+        try:
+            with np.load(replay_path) as arrays:
+                datamodule.replay.load_state_dict({"arrays": dict(arrays), **state["replay_meta"]})
+        except (OSError, ValueError, KeyError) as error:
+            raise CheckpointError(f"replay file {replay_path} of checkpoint {path} cannot be loaded: {error}") from None
+    torch.set_rng_state(state["torch_rng"])

@@ -1,0 +1,160 @@
+"""Configuration checks and derived settings, run before any env or buffer is built.
+
+Every rejected value raises :class:`ConfigError` with one message that names the key, the
+value and what is allowed. ``lambda`` is a Python keyword: read it as ``cfg.memory["lambda"]``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+DEFAULT_LAMBDA = 0.1  # the paper's and the original code's memory weight
+
+
+class ConfigError(ValueError):
+    """A configuration value that is not allowed."""
+
+
+def _fail(key: str, value: Any, allowed: str) -> None:
+    raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+
+
+def resolve_memory_weights(memory_cfg: Any) -> tuple[float, float, float]:
+    """(alpha, beta, lambda) of the loss alpha * TD + beta * memory term.
+
+    Rule: beta = lambda * alpha. Give lambda or beta; giving both is allowed only when they
+    agree. With neither, lambda = 0.1 (the paper's value). ``memory=none`` has beta = 0.
+    """
+    alpha = memory_cfg.get("alpha", 1.0)
+    lam = memory_cfg.get("lambda")
+    beta = memory_cfg.get("beta")
+    for key, value in (("alpha", alpha), ("lambda", lam), ("beta", beta)):
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
+                                  or not math.isfinite(value) or value < 0):
+            _fail(f"memory.{key}", value, "a finite number >= 0")
+    if not memory_cfg.get("enabled", True):
+        if (lam or 0) != 0 or (beta or 0) != 0:
+            _fail("memory.lambda" if lam else "memory.beta", lam if lam else beta,
+                  "memory=none trains plain DQN, so lambda and beta must be 0; use memory=kdtree for EMDQN")
+        return float(alpha), 0.0, 0.0
+    if lam is None and beta is None:
+        lam = DEFAULT_LAMBDA
+    if beta is None:
+        beta = lam * alpha
+    elif lam is None:
+        lam = beta / alpha if alpha > 0 else 0.0
+    elif not math.isclose(beta, lam * alpha, rel_tol=1e-9, abs_tol=1e-12):
+        raise ConfigError(
+            f"memory.lambda={lam!r} and memory.beta={beta!r} contradict each other with memory.alpha={alpha!r}: "
+            f"beta must equal lambda * alpha ({lam * alpha!r}). Set only one of lambda and beta.")
+    if alpha == 0 and beta == 0:
+        raise ConfigError("memory.alpha=0 and memory.beta=0 leave nothing to learn: at least one must be > 0")
+    return float(alpha), float(beta), float(lam)
+
+
+def _positive_int(cfg: DictConfig, key: str, minimum: int = 1) -> int:
+    value = OmegaConf.select(cfg, key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        _fail(key, value, f"an integer >= {minimum}")
+    return value
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check a composed config; raise ConfigError on the first invalid value."""
+    agent = cfg.agent
+    gamma = agent.gamma
+    if not isinstance(gamma, (int, float)) or not 0.0 <= gamma <= 1.0:
+        _fail("agent.gamma", gamma, "a number in [0, 1]")
+    if not isinstance(agent.lr, (int, float)) or not agent.lr > 0:
+        _fail("agent.lr", agent.lr, "a number > 0")
+    if not isinstance(agent.adam_eps, (int, float)) or not agent.adam_eps > 0:
+        _fail("agent.adam_eps", agent.adam_eps, "a number > 0")
+    batch_size = _positive_int(cfg, "agent.batch_size")
+    _positive_int(cfg, "agent.train_freq")
+    learning_starts = _positive_int(cfg, "agent.learning_starts", 0)
+    _positive_int(cfg, "agent.target_update")
+    total_steps = _positive_int(cfg, "agent.total_steps")
+    capacity = _positive_int(cfg, "buffer.capacity", 2)
+    if batch_size > capacity:
+        _fail("agent.batch_size", batch_size, f"at most buffer.capacity ({capacity})")
+    if learning_starts < batch_size:
+        _fail("agent.learning_starts", learning_starts, f"at least agent.batch_size ({batch_size})")
+    if total_steps < learning_starts:
+        _fail("agent.total_steps", total_steps, f"at least agent.learning_starts ({learning_starts}), "
+              "or no gradient step would ever be taken")
+    clip = agent.grad_clip_norm
+    if clip is not None and (not isinstance(clip, (int, float)) or not clip > 0):
+        _fail("agent.grad_clip_norm", clip, "a number > 0, or null for no clipping")
+    if agent.loss not in ("huber", "mse"):
+        _fail("agent.loss", agent.loss, "huber or mse")
+    _validate_schedule(agent.exploration.schedule)
+
+    memory = cfg.memory
+    resolve_memory_weights(memory)
+    _positive_int(cfg, "memory.key_dim")
+    _positive_int(cfg, "memory.capacity")
+    if memory.match not in ("exact", "knn"):
+        _fail("memory.match", memory.match, "exact or knn")
+    k = memory.k
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        _fail("memory.k", k, f"an integer >= 1 (memory.match={memory.match})")
+    if memory.match == "exact" and k != 1:
+        _fail("memory.k", k, "1 with memory.match=exact (exact matching takes the one equal key); use memory.match=knn")
+    if memory.average not in ("batch", "hits"):
+        _fail("memory.average", memory.average, "batch (mean over the whole batch, original) or hits")
+    if not isinstance(memory.tolerance, (int, float)) or memory.tolerance < 0:
+        _fail("memory.tolerance", memory.tolerance, "a number >= 0")
+    _positive_int(cfg, "memory.hit_rate_window")
+
+    env = cfg.env
+    if env.kind not in ("atari", "classic", "toy_text"):
+        _fail("env.kind", env.kind, "atari, classic or toy_text")
+    if OmegaConf.is_missing(env, "id"):
+        _fail("env.id", "???", "a gymnasium id such as PongNoFrameskip-v4 (env=atari needs env.id=...)")
+    from emdqn.envs import check_env_id
+
+    try:
+        check_env_id(env.id)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if _positive_int(cfg, "env.num_envs") != 1:
+        _fail("env.num_envs", env.num_envs, "1 (vectorized environments are not supported yet)")
+    if env.kind == "atari":
+        for key in ("frame_skip", "frame_stack", "screen_size"):
+            _positive_int(cfg, f"env.{key}")
+        _positive_int(cfg, "env.noop_max", 0)
+
+    if cfg.model.name not in ("nature_cnn", "mlp"):
+        _fail("model.name", cfg.model.name, "nature_cnn or mlp")
+    if cfg.model.name == "nature_cnn" and env.kind != "atari":
+        _fail("model", "nature_cnn", f"an image env; env={env.name} has flat observations, use model=mlp")
+    if cfg.model.name == "nature_cnn" and cfg.model.padding not in ("same", "valid"):
+        _fail("model.padding", cfg.model.padding, "same (original TF layout, 7744 features) or valid (3136)")
+
+    _positive_int(cfg, "eval.episodes", 0)
+    _positive_int(cfg, "eval.every_steps", 0)
+    _positive_int(cfg, "checkpoint.every_steps", 0)
+    _positive_int(cfg, "trainer.log_every_steps")
+    threads = cfg.trainer.threads
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        _fail("trainer.threads", threads, "an integer >= 1, or null for torch's default")
+
+
+def _validate_schedule(schedule: Any) -> None:
+    key = "agent.exploration.schedule"
+    points = OmegaConf.to_container(schedule) if OmegaConf.is_config(schedule) else schedule
+    if not isinstance(points, list) or not points:
+        _fail(key, points, "a non-empty list of [env_step, epsilon] pairs")
+    last_step = -1
+    for point in points:
+        if not isinstance(point, (list, tuple)) or len(point) != 2:
+            _fail(key, points, "a list of [env_step, epsilon] pairs")
+        step, value = point
+        if not isinstance(step, (int, float)) or step <= last_step:
+            _fail(key, points, "pairs with strictly increasing env steps starting at >= 0")
+        if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            _fail(key, points, "epsilon values in [0, 1]")
+        last_step = step

@@ -1,0 +1,224 @@
+"""The DataModule: environment loop, replay buffer and episodic memory in one place.
+
+Its dataset plays ``agent.train_freq`` env steps with the module's current Q-network
+(epsilon-greedy), then yields one replay batch that already carries the memory target H
+and the hit mask. Env steps are the clock of every schedule and of the budget; the stream
+ends when ``agent.total_steps`` env steps have been played.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any, Iterator
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from emdqn.config import resolve_memory_weights
+from emdqn.envs import make_env, real_episode_stats
+from emdqn.memory import EpisodicMemory
+from emdqn.metrics import ProgressReporter, log_metrics
+from emdqn.replay import ReplayBuffer
+from emdqn.schedules import PiecewiseLinearSchedule
+
+
+class ExperienceStream(IterableDataset):
+    """Batches produced by playing the environment; see :meth:`EMDQNDataModule.batches`."""
+
+    def __init__(self, datamodule: "EMDQNDataModule"):
+        super().__init__()
+        self.datamodule = datamodule
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        return self.datamodule.batches()
+
+
+class EMDQNDataModule(pl.LightningDataModule):
+    """Owns the env, the replay buffer and the episodic memory (``num_workers`` stays 0)."""
+
+    def __init__(self, cfg: Any):
+        super().__init__()
+        self.cfg = cfg
+        self.agent = cfg.agent
+        self.env = make_env(cfg.env, seed=cfg.seed)
+        self.obs_shape = tuple(self.env.observation_space.shape)
+        self.num_actions = int(self.env.action_space.n)
+        frame_stack = cfg.env.frame_stack if cfg.env.kind == "atari" else 1
+        memory_cfg = cfg.memory
+        self.memory: EpisodicMemory | None = None
+        if memory_cfg.enabled:
+            self.memory = EpisodicMemory(
+                self.num_actions, self.obs_shape, key_dim=memory_cfg.key_dim, capacity=memory_cfg.capacity,
+                match=memory_cfg.match, k=memory_cfg.k, seed=memory_cfg.seed, tolerance=memory_cfg.tolerance)
+        _, self.memory_beta, _ = resolve_memory_weights(memory_cfg)
+        self.replay = ReplayBuffer(
+            cfg.buffer.capacity, self.obs_shape, frame_stack=frame_stack,
+            obs_dtype=self.env.observation_space.dtype, key_dim=memory_cfg.key_dim if self.memory is not None else 0,
+            seed=cfg.seed)
+        self.epsilon = PiecewiseLinearSchedule(self.agent.exploration.schedule)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.frames_per_step = cfg.env.frame_skip if cfg.env.kind == "atari" else 1
+        self.progress = ProgressReporter(self.agent.total_steps, cfg.trainer.progress_every_seconds)
+        # Counters and the episode in progress (all part of a resumable state).
+        self.env_steps = 0
+        self.episodes = 0
+        self.recent_returns: deque[float] = deque(maxlen=100)
+        self.episode_keys: list[np.ndarray] = []
+        self.episode_actions: list[int] = []
+        self.episode_rewards: list[float] = []
+        self.obs: np.ndarray | None = None
+        self.hit_window: deque[tuple[int, int, float]] = deque(maxlen=memory_cfg.hit_rate_window)
+        self.stop_requested = False
+        self.learning_resumes_at = 0
+        self._interval_start = (time.perf_counter(), 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(ExperienceStream(self), batch_size=None, num_workers=0)
+
+    # ------------------------------------------------------------------ acting
+    def _loggers(self) -> list[Any]:
+        return list(self.trainer.loggers) if self.trainer is not None else []
+
+    @torch.inference_mode()
+    def greedy_action(self, network: torch.nn.Module, obs: np.ndarray) -> int:
+        device = next(network.parameters()).device
+        q_values = network(torch.as_tensor(obs, device=device).unsqueeze(0))
+        return int(q_values.argmax(dim=1).item())
+
+    def play_step(self, network: torch.nn.Module) -> None:
+        """One epsilon-greedy env step: store the transition, write finished episodes to memory."""
+        if self.obs is None:
+            self.obs, _ = self.env.reset(seed=self.cfg.seed if self.env_steps == 0 else None)
+        obs = self.obs
+        epsilon = self.epsilon(self.env_steps)
+        if self.rng.random() < epsilon:
+            action = int(self.rng.integers(self.num_actions))
+        else:
+            action = self.greedy_action(network, obs)
+        next_obs, reward, terminated, truncated, info = self.env.step(action)
+        key = self.memory.project(obs[None])[0] if self.memory is not None else None
+        self.replay.add(obs, action, reward, next_obs, terminated, truncated, key)
+        if self.memory is not None:
+            self.episode_keys.append(key)
+            self.episode_actions.append(action)
+            self.episode_rewards.append(float(reward))
+        self.env_steps += 1
+        finished_game = real_episode_stats(info)
+        if finished_game is not None:
+            self._log_game(*finished_game)
+        if terminated or truncated:
+            self.flush_episode_to_memory()
+            self.obs = None
+        else:
+            self.obs = next_obs
+
+    def flush_episode_to_memory(self) -> None:
+        """Write the (training) episode in progress to the memory, walking backwards."""
+        if self.memory is not None and self.episode_keys:
+            self.memory.add_episode(np.stack(self.episode_keys), np.asarray(self.episode_actions, dtype=np.int64),
+                                    np.asarray(self.episode_rewards), self.agent.gamma)
+        self.episode_keys, self.episode_actions, self.episode_rewards = [], [], []
+
+    def _log_game(self, episodic_return: float, length: int) -> None:
+        self.episodes += 1
+        self.recent_returns.append(episodic_return)
+        log_metrics(self._loggers(), {
+            "charts/episodic_return": episodic_return,
+            "charts/episodic_length": length,
+            "charts/episodes": self.episodes,
+        }, self.env_steps)
+
+    # ------------------------------------------------------------------ batches
+    def sample_batch(self) -> dict[str, torch.Tensor]:
+        batch = self.replay.sample(self.agent.batch_size)
+        if self.memory is not None:
+            memory_values, found = self.memory.lookup(batch["keys"], batch["actions"])
+            hits = int(found.sum())
+            self.hit_window.append((hits, len(found), float(memory_values[found].sum())))
+        else:
+            memory_values = np.zeros(len(batch["actions"]), dtype=np.float32)
+            found = np.zeros(len(batch["actions"]), dtype=bool)
+        return {
+            "obs": torch.from_numpy(batch["obs"]),
+            "actions": torch.from_numpy(batch["actions"]),
+            "rewards": torch.from_numpy(batch["rewards"]),
+            "next_obs": torch.from_numpy(batch["next_obs"]),
+            "terminated": torch.from_numpy(batch["terminated"]),
+            "memory_values": torch.from_numpy(memory_values),
+            "memory_found": torch.from_numpy(found),
+            "env_step": torch.tensor(self.env_steps, dtype=torch.int64),
+        }
+
+    def batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        """Play one env step at a time; after every ``train_freq``-th, yield a batch.
+
+        Stepping one at a time (not ``train_freq`` per loop) keeps the schedule identical
+        when a run stops between two gradient steps and is resumed.
+        """
+        network = self.trainer.lightning_module.q_network if self.trainer is not None else None
+        agent = self.agent
+        while self.env_steps < agent.total_steps and not self.stop_requested:
+            self.play_step(network)
+            self._report_progress()
+            if (self.env_steps % agent.train_freq == 0 and self.env_steps >= agent.learning_starts
+                    and self.env_steps >= self.learning_resumes_at):
+                yield self.sample_batch()
+        self._report_progress(force=True)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Counters, RNG, the episode in progress and the observation the agent acts from."""
+        return {
+            "env_steps": self.env_steps, "episodes": self.episodes, "recent_returns": list(self.recent_returns),
+            "episode_keys": list(self.episode_keys), "episode_actions": list(self.episode_actions),
+            "episode_rewards": list(self.episode_rewards), "obs": self.obs, "rng": self.rng.bit_generator.state,
+            "hit_window": list(self.hit_window),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.env_steps, self.episodes = int(state["env_steps"]), int(state["episodes"])
+        self.recent_returns.extend(state["recent_returns"])
+        self.episode_keys = list(state["episode_keys"])
+        self.episode_actions = list(state["episode_actions"])
+        self.episode_rewards = list(state["episode_rewards"])
+        self.obs = state["obs"]
+        self.rng.bit_generator.state = state["rng"]
+        self.hit_window.extend(state["hit_window"])
+        self._interval_start = (time.perf_counter(), self.env_steps)
+
+    def replay_not_restored(self) -> None:
+        """After a resume without the replay file: refill before learning goes on."""
+        self.learning_resumes_at = self.env_steps + self.agent.learning_starts
+        self.obs = None
+        self.episode_keys, self.episode_actions, self.episode_rewards = [], [], []
+
+    # ------------------------------------------------------------------ reporting
+    def recent_return(self) -> float | None:
+        return float(np.mean(self.recent_returns)) if self.recent_returns else None
+
+    def _report_progress(self, force: bool = False) -> None:
+        self.progress.maybe_report(self.env_steps, self.epsilon(self.env_steps), self.recent_return(),
+                                   len(self.memory) if self.memory is not None else None, force=force)
+
+    def interval_metrics(self) -> dict[str, float]:
+        """Metrics of the data side since the previous call (SPS, epsilon, memory stats)."""
+        now = time.perf_counter()
+        start_time, start_step = self._interval_start
+        self._interval_start = (now, self.env_steps)
+        metrics = {
+            "charts/epsilon": self.epsilon(self.env_steps),
+            "charts/SPS": (self.env_steps - start_step) / max(now - start_time, 1e-9),
+            "charts/frames": self.env_steps * self.frames_per_step,
+        }
+        if self.memory is not None:
+            hits = sum(h for h, _, _ in self.hit_window)
+            total = sum(n for _, n, _ in self.hit_window)
+            value_sum = sum(v for _, _, v in self.hit_window)
+            metrics["memory/hit_rate"] = hits / total if total else 0.0
+            metrics["memory/h_mean"] = value_sum / hits if hits else 0.0
+            metrics["memory/size"] = len(self.memory)
+            metrics["memory/rebuild_seconds"] = self.memory.rebuild_seconds
+        return metrics

@@ -1,0 +1,223 @@
+"""Environment construction: Atari with the original DeepMind preprocessing, plus flat games.
+
+Atari wrappers are applied in the order of the original code (OpenAI baselines'
+``make_atari`` + ``wrap_deepmind``), innermost first::
+
+    TimeLimit(400k frames) -> no-op starts -> skip 4 with max-pool
+      -> [real-game statistics] -> episodic life -> fire reset
+      -> grayscale 84x84 -> sign-clipped reward -> 4-frame stack
+
+The *reported* return (``info["episode"]``) is recorded below the episodic-life and
+reward-clipping wrappers, so it is the real, unclipped score of a full game, and the
+episode length is counted in agent steps (one agent step = ``frame_skip`` frames).
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+import cv2
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+try:  # ale-py >= 0.9 ships the ROMs; registering is a no-op when already done.
+    import ale_py
+
+    gym.register_envs(ale_py)
+except ImportError:  # pragma: no cover - ale-py is a core dependency
+    ale_py = None
+
+ENV_KINDS = ("atari", "classic", "toy_text")
+
+
+class NoopResetEnv(gym.Wrapper):
+    """Play a random number (1..noop_max) of NOOPs after each real reset."""
+
+    def __init__(self, env: gym.Env, noop_max: int = 30):
+        super().__init__(env)
+        self.noop_max = noop_max
+        assert env.unwrapped.get_action_meanings()[0] == "NOOP"
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        noops = int(self.unwrapped.np_random.integers(1, self.noop_max + 1))
+        for _ in range(noops):
+            obs, _, terminated, truncated, info = self.env.step(0)
+            if terminated or truncated:
+                obs, info = self.env.reset()
+        return obs, info
+
+
+class MaxAndSkipEnv(gym.Wrapper):
+    """Repeat the action ``skip`` frames; observe the max over the last two (Atari flicker)."""
+
+    def __init__(self, env: gym.Env, skip: int = 4):
+        super().__init__(env)
+        self._skip = skip
+        self._obs_buffer = np.zeros((2, *env.observation_space.shape), dtype=np.uint8)
+
+    def step(self, action):
+        total_reward = 0.0
+        terminated = truncated = False
+        info: dict[str, Any] = {}
+        for i in range(self._skip):
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            if i >= self._skip - 2:
+                self._obs_buffer[i - (self._skip - 2)] = obs
+            total_reward += float(reward)
+            if terminated or truncated:
+                break
+        return self._obs_buffer.max(axis=0), total_reward, terminated, truncated, info
+
+
+class EpisodicLifeEnv(gym.Wrapper):
+    """A lost life ends the training episode; the game itself only resets when it is over."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.lives = 0
+        self.game_over = True
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.game_over = terminated or truncated
+        lives = self.env.unwrapped.ale.lives()
+        if 0 < lives < self.lives:
+            terminated = True
+        self.lives = lives
+        return obs, reward, terminated, truncated, info
+
+    def reset(self, **kwargs):
+        if self.game_over:
+            obs, info = self.env.reset(**kwargs)
+        else:  # no-op step to continue from the state where the life was lost
+            obs, _, terminated, truncated, info = self.env.step(0)
+            if terminated or truncated:
+                obs, info = self.env.reset(**kwargs)
+        self.game_over = False
+        self.lives = self.env.unwrapped.ale.lives()
+        return obs, info
+
+
+class FireResetEnv(gym.Wrapper):
+    """Press FIRE after reset for games that wait for it."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        meanings = env.unwrapped.get_action_meanings()
+        assert meanings[1] == "FIRE" and len(meanings) >= 3
+
+    def reset(self, **kwargs):
+        self.env.reset(**kwargs)
+        obs, _, terminated, truncated, info = self.env.step(1)
+        if terminated or truncated:
+            self.env.reset(**kwargs)
+        obs, _, terminated, truncated, info = self.env.step(2)
+        if terminated or truncated:
+            obs, info = self.env.reset(**kwargs)
+        return obs, info
+
+
+class WarpFrame(gym.ObservationWrapper):
+    """Grayscale and resize to ``size`` x ``size`` with area interpolation (as baselines)."""
+
+    def __init__(self, env: gym.Env, size: int = 84):
+        super().__init__(env)
+        self.size = size
+        self.observation_space = spaces.Box(0, 255, (size, size), dtype=np.uint8)
+
+    def observation(self, frame):
+        frame = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        return cv2.resize(frame, (self.size, self.size), interpolation=cv2.INTER_AREA)
+
+
+class ClipRewardEnv(gym.RewardWrapper):
+    """Train on the sign of the reward; the reported score stays unclipped."""
+
+    def reward(self, reward):
+        return float(np.sign(reward))
+
+
+class OneHotObservation(gym.ObservationWrapper):
+    """Discrete states as one-hot vectors, so exact state repeats give exact key repeats."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.n = int(env.observation_space.n)
+        self.observation_space = spaces.Box(0.0, 1.0, (self.n,), dtype=np.float32)
+
+    def observation(self, obs):
+        one_hot = np.zeros(self.n, dtype=np.float32)
+        one_hot[int(obs)] = 1.0
+        return one_hot
+
+
+def check_env_id(env_id: str) -> None:
+    """Fail early, with a hint, for an id that gymnasium does not know."""
+    if env_id in gym.registry:
+        return
+    close = difflib.get_close_matches(env_id, list(gym.registry.keys()), n=5, cutoff=0.6)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise ValueError(
+        f"env.id={env_id!r} is not a registered gymnasium environment.{hint} "
+        "List the valid ids with: python -c \"import gymnasium, ale_py; "
+        "gymnasium.register_envs(ale_py); print('\\n'.join(gymnasium.registry))\" "
+        "(Atari games look like PongNoFrameskip-v4)."
+    )
+
+
+def make_env(env_cfg: Any, seed: int | None = None, render_mode: str | None = None) -> gym.Env:
+    """Build one environment from the ``env`` config group.
+
+    Atari envs observe ``(frame_stack, 84, 84)`` uint8 stacks; flat envs observe a 1-D
+    float32 vector. Every env reports real full-game statistics in ``info["episode"]``.
+    """
+    kind = env_cfg.kind
+    if kind not in ENV_KINDS:
+        raise ValueError(f"env.kind={kind!r} is not supported; allowed: {', '.join(ENV_KINDS)}")
+    check_env_id(env_cfg.id)
+    kwargs = dict(env_cfg.get("kwargs") or {})
+    if kind == "atari":
+        env = _make_atari(env_cfg, kwargs, render_mode)
+    else:
+        env = gym.make(env_cfg.id, render_mode=render_mode, **kwargs)
+        if isinstance(env.observation_space, spaces.Discrete):
+            env = OneHotObservation(env)
+        env = gym.wrappers.RecordEpisodeStatistics(env)
+        if not isinstance(env.action_space, spaces.Discrete):
+            raise ValueError(f"env.id={env_cfg.id!r} has a {env.action_space} action space; DQN needs Discrete")
+    if seed is not None:
+        env.action_space.seed(seed)
+        env.observation_space.seed(seed)
+    return env
+
+
+def _make_atari(env_cfg: Any, kwargs: dict, render_mode: str | None) -> gym.Env:
+    if "NoFrameskip" not in env_cfg.id and kwargs.get("frameskip", None) != 1:
+        # Frame skipping is ours (with max-pool); a second one inside ALE would square it.
+        kwargs["frameskip"] = 1
+    max_frames = env_cfg.get("max_episode_frames")
+    env = gym.make(env_cfg.id, render_mode=render_mode, max_episode_steps=max_frames, **kwargs)
+    if env_cfg.noop_max > 0:
+        env = NoopResetEnv(env, noop_max=env_cfg.noop_max)
+    env = MaxAndSkipEnv(env, skip=env_cfg.frame_skip)
+    env = gym.wrappers.RecordEpisodeStatistics(env)
+    if env_cfg.episodic_life:
+        env = EpisodicLifeEnv(env)
+    if env_cfg.fire_reset and "FIRE" in env.unwrapped.get_action_meanings():
+        env = FireResetEnv(env)
+    env = WarpFrame(env, size=env_cfg.screen_size)
+    if env_cfg.clip_rewards:
+        env = ClipRewardEnv(env)
+    env = gym.wrappers.FrameStackObservation(env, env_cfg.frame_stack, padding_type="reset")
+    return env
+
+
+def real_episode_stats(info: dict) -> tuple[float, int] | None:
+    """The (return, length) of a finished real game, if this step finished one."""
+    episode = info.get("episode")
+    if episode is None:
+        return None
+    return float(np.asarray(episode["r"]).reshape(-1)[0]), int(np.asarray(episode["l"]).reshape(-1)[0])

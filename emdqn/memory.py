@@ -1,0 +1,369 @@
+"""The episodic memory of EMDQN: best Monte-Carlo returns per (state key, action).
+
+Keys are Gaussian random projections of raw observations. Values are the best discounted
+return ever seen after taking the action from that state. The contract (DESIGN.md)::
+
+    mem = EpisodicMemory(num_actions, obs_shape, key_dim=4, capacity=5_000_000,
+                         match="exact", k=1, seed=123456)
+    keys = mem.project(obs)                     # (B, *obs_shape) -> (B, key_dim) float32
+    values, found = mem.lookup(keys, actions)   # (B,) float32, (B,) bool
+    mem.write(keys, actions, returns)           # max-update, else insert (LRU at capacity)
+    mem.add_episode(keys, actions, rewards, gamma)
+
+How it differs from the original code, and why:
+
+* **Keys do not depend on the batch.** The projection matrix holds dyadic rationals
+  (multiples of 2^-16). With uint8 observations every product and partial sum is then
+  exactly representable in float64, so the key of an observation is bit-identical whatever
+  batch it is projected in or whatever order BLAS sums in.
+* **No stale window.** The original rebuilt its k-d trees every 40k steps, so entries
+  written in between were invisible (and duplicated). Here every write is indexed at once:
+  the index is a short list of immutable cKDTree *levels* (a log-structured merge,
+  Bentley-Saxe style). A write builds a small tree of its new entries; small levels are
+  merged into bigger ones when they grow to a ``merge_ratio`` fraction of their
+  predecessor, so each entry is rebuilt O(log n) times and rebuild cost stays amortized.
+* **One query per level per batch.** A level indexes all actions together: each point is
+  ``(key, action * ACTION_SEPARATION)``, so a neighbour of another action is at least
+  1e12 away and is never accepted. Capacity and LRU stay per action, as in the original's
+  one table per action.
+* **Trees never alias written arrays.** A level's points are never written after its tree
+  is built; values, LRU clocks and liveness live in separate arrays.
+* **LRU without an O(capacity) scan per insert.** When an action's table overflows, its
+  least-recently-used entries are evicted in one vectorized pass that takes out at least
+  ``evict_fraction`` of the capacity, so the scan is paid once per many inserts.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Sequence
+
+import numpy as np
+from scipy.signal import lfilter
+from scipy.spatial import cKDTree
+
+MATCH_MODES = ("exact", "knn")
+ACTION_SEPARATION = 1e12
+_PROJECTION_SCALE = 2.0 ** 16
+
+
+class _Level:
+    """An immutable cKDTree over points, with mutable values, LRU clocks and liveness."""
+
+    __slots__ = ("points", "tree", "values", "last_used", "alive", "num_alive")
+
+    def __init__(self, points: np.ndarray, values: np.ndarray, last_used: np.ndarray, leafsize: int):
+        self.points = np.ascontiguousarray(points, dtype=np.float64)
+        # copy_data=False is safe: self.points is never written after this line.
+        self.tree = cKDTree(self.points, leafsize=leafsize, compact_nodes=False, balanced_tree=False,
+                            copy_data=False)
+        self.values = np.asarray(values, dtype=np.float32).copy()
+        self.last_used = np.asarray(last_used, dtype=np.uint32).copy()
+        self.alive = np.ones(len(self.points), dtype=bool)
+        self.num_alive = len(self.points)
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def nbytes(self) -> int:
+        node_bytes = self.tree.size * 72  # ckdtreenode: 3 int64 indices, split, 2 children, level
+        return (self.points.nbytes + self.tree.indices.nbytes + node_bytes + self.values.nbytes
+                + self.last_used.nbytes + self.alive.nbytes)
+
+
+class EpisodicMemory:
+    """Per-action tables of the best discounted return, indexed by scipy cKDTrees.
+
+    Args:
+        num_actions: size of the discrete action space.
+        obs_shape: shape of one observation (for Atari the raw ``(4, 84, 84)`` uint8 stack).
+        key_dim: width of the random projection (the original uses 4).
+        capacity: entries kept per action; the least recently used are evicted beyond it.
+        match: ``"exact"`` (a hit only for a stored key equal to the query within
+            ``tolerance``, the original behaviour) or ``"knn"`` (mean value of the ``k``
+            nearest stored keys of that action; a miss only when that table is empty).
+        k: neighbours averaged in ``knn`` mode.
+        seed: seed of the projection matrix.
+        tolerance: largest Euclidean key distance that counts as equal in ``exact`` mode.
+        merge_ratio: a level is merged into its predecessor once it holds at least
+            1 / merge_ratio of the predecessor's entries (larger: fewer rebuilds, more levels).
+        evict_fraction: share of the capacity evicted at once when a table overflows.
+        leafsize: cKDTree leaf size.
+    """
+
+    def __init__(self, num_actions: int, obs_shape: Sequence[int], key_dim: int = 4,
+                 capacity: int = 5_000_000, match: str = "exact", k: int = 1, seed: int = 123456,
+                 tolerance: float = 1e-5, merge_ratio: float = 4.0, evict_fraction: float = 0.01,
+                 leafsize: int = 32):
+        if int(num_actions) < 1:
+            raise ValueError(f"num_actions must be >= 1, got {num_actions}")
+        if int(key_dim) < 1:
+            raise ValueError(f"key_dim must be >= 1, got {key_dim}")
+        if int(capacity) < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        if match not in MATCH_MODES:
+            raise ValueError(f"match must be one of {MATCH_MODES}, got {match!r}")
+        if int(k) < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        if not tolerance >= 0:
+            raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+        if not merge_ratio > 1:
+            raise ValueError(f"merge_ratio must be > 1, got {merge_ratio}")
+        if not 0 < evict_fraction <= 1:
+            raise ValueError(f"evict_fraction must be in (0, 1], got {evict_fraction}")
+        self.num_actions = int(num_actions)
+        self.obs_shape = tuple(int(s) for s in obs_shape)
+        self.key_dim = int(key_dim)
+        self.capacity = int(capacity)
+        self.match = match
+        self.k = int(k)
+        self.seed = seed
+        self.tolerance = float(tolerance)
+        self.merge_ratio = float(merge_ratio)
+        self.evict_fraction = float(evict_fraction)
+        self.leafsize = int(leafsize)
+        # cKDTree accepts neighbours strictly closer than the bound; equal keys are at 0.
+        self._exact_bound = float(np.nextafter(self.tolerance, np.inf))
+        obs_dim = int(math.prod(self.obs_shape))
+        gaussian = np.random.default_rng(seed).normal(0.0, 1.0 / math.sqrt(self.key_dim), (obs_dim, self.key_dim))
+        self.projection = np.round(gaussian * _PROJECTION_SCALE) / _PROJECTION_SCALE
+        self.levels: list[_Level] = []
+        self.counts = np.zeros(self.num_actions, dtype=np.int64)
+        self.clock = 0
+        self.rebuild_seconds = 0.0  # total time spent building trees
+
+    # ------------------------------------------------------------------ keys
+    def project(self, obs: np.ndarray) -> np.ndarray:
+        """Keys of a batch of observations: ``(B, *obs_shape) -> (B, key_dim)`` float32."""
+        obs = np.asarray(obs)
+        if obs.shape[1:] != self.obs_shape:
+            raise ValueError(f"obs must have shape (B, {', '.join(map(str, self.obs_shape))}), got {obs.shape}")
+        flat = obs.reshape(len(obs), -1).astype(np.float64)
+        return (flat @ self.projection).astype(np.float32)
+
+    # ------------------------------------------------------------------ validation
+    def _check_batch(self, keys: Any, actions: Any, returns: Any = None) -> tuple[np.ndarray, ...]:
+        keys = np.asarray(keys)
+        if keys.ndim != 2 or keys.shape[1] != self.key_dim:
+            raise ValueError(f"keys must have shape (B, {self.key_dim}), got {keys.shape}")
+        if not np.isfinite(keys).all():
+            raise ValueError("keys must be finite")
+        actions = np.asarray(actions)
+        if actions.shape != (len(keys),):
+            raise ValueError(f"actions must have shape ({len(keys)},), got {actions.shape}")
+        if actions.size and (not np.issubdtype(actions.dtype, np.integer)
+                             or actions.min() < 0 or actions.max() >= self.num_actions):
+            raise ValueError(f"actions must be integers in [0, {self.num_actions}), got {actions.dtype} "
+                             f"in [{actions.min()}, {actions.max()}]")
+        if returns is None:
+            return keys, actions
+        returns = np.asarray(returns, dtype=np.float64)
+        if returns.shape != (len(keys),):
+            raise ValueError(f"returns must have shape ({len(keys)},), got {returns.shape}")
+        if not np.isfinite(returns).all():
+            raise ValueError("returns must be finite (no NaN or inf)")
+        return keys, actions, returns
+
+    def _points(self, keys: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        points = np.empty((len(keys), self.key_dim + 1), dtype=np.float64)
+        points[:, :-1] = keys
+        points[:, -1] = actions * ACTION_SEPARATION
+        return points
+
+    # ------------------------------------------------------------------ reading
+    def _find_exact(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(level index, entry index) of the live entry equal to each point; -1 where none."""
+        level_of = np.full(len(points), -1, dtype=np.int64)
+        entry_of = np.full(len(points), -1, dtype=np.int64)
+        for level_index, level in enumerate(self.levels):
+            distance, entry = level.tree.query(points, k=1, distance_upper_bound=self._exact_bound)
+            hit = np.isfinite(distance)
+            hit[hit] = level.alive[entry[hit]]
+            level_of[hit] = level_index
+            entry_of[hit] = entry[hit]
+        return level_of, entry_of
+
+    def lookup(self, keys: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """H(s, a) and a hit mask for a batch; a miss is value 0 and found False."""
+        keys, actions = self._check_batch(keys, actions)
+        values = np.zeros(len(keys), dtype=np.float32)
+        found = np.zeros(len(keys), dtype=bool)
+        if not self.levels or len(keys) == 0:
+            return values, found
+        self.clock += 1
+        points = self._points(keys, actions)
+        if self.match == "exact":
+            level_of, entry_of = self._find_exact(points)
+            for level_index, level in enumerate(self.levels):
+                rows = np.flatnonzero(level_of == level_index)
+                if rows.size:
+                    values[rows] = level.values[entry_of[rows]]
+                    level.last_used[entry_of[rows]] = self.clock
+                    found[rows] = True
+            return values, found
+        return self._lookup_knn(points)
+
+    def _lookup_knn(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        k = self.k
+        candidate_distance, candidate_value, candidate_ref = [], [], []
+        for level_index, level in enumerate(self.levels):
+            kk = min(k, len(level))
+            distance, entry = level.tree.query(points, k=kk, distance_upper_bound=ACTION_SEPARATION / 2)
+            distance, entry = distance.reshape(len(points), kk), entry.reshape(len(points), kk)
+            valid = np.isfinite(distance)
+            safe_entry = np.where(valid, entry, 0)
+            valid &= level.alive[safe_entry]
+            candidate_distance.append(np.where(valid, distance, np.inf))
+            candidate_value.append(level.values[safe_entry])
+            candidate_ref.append(np.where(valid, level_index * (1 << 40) + safe_entry, -1))
+        distance = np.concatenate(candidate_distance, axis=1)
+        value = np.concatenate(candidate_value, axis=1)
+        ref = np.concatenate(candidate_ref, axis=1)
+        if distance.shape[1] > k:
+            nearest = np.argpartition(distance, k - 1, axis=1)[:, :k]
+            distance = np.take_along_axis(distance, nearest, axis=1)
+            value = np.take_along_axis(value, nearest, axis=1)
+            ref = np.take_along_axis(ref, nearest, axis=1)
+        used = np.isfinite(distance)
+        count = used.sum(axis=1)
+        found = count > 0
+        values = np.where(found, np.where(used, value, 0.0).sum(axis=1) / np.maximum(count, 1), 0.0)
+        for level_index, level in enumerate(self.levels):
+            touched = ref[used & (ref >> 40 == level_index)] & ((1 << 40) - 1)
+            level.last_used[touched] = self.clock
+        return values.astype(np.float32), found
+
+    # ------------------------------------------------------------------ writing
+    def write(self, keys: np.ndarray, actions: np.ndarray, returns: np.ndarray) -> None:
+        """Keep max(old, new) for stored (key, action) pairs; insert the others."""
+        keys, actions, returns = self._check_batch(keys, actions, returns)
+        if len(keys) == 0:
+            return
+        self.clock += 1
+        points = self._points(keys, actions)
+        # Duplicates inside the batch collapse to one entry holding their best return.
+        unique_points, inverse = np.unique(points, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        best = np.full(len(unique_points), -np.inf)
+        np.maximum.at(best, inverse, returns)
+        # Both match modes deduplicate on the exact key, as the original's write does.
+        level_of, entry_of = self._find_exact(unique_points)
+        for level_index, level in enumerate(self.levels):
+            rows = np.flatnonzero(level_of == level_index)
+            if rows.size:
+                entries = entry_of[rows]
+                level.values[entries] = np.maximum(level.values[entries], best[rows]).astype(np.float32)
+                level.last_used[entries] = self.clock
+        new = level_of < 0
+        if new.any():
+            self._insert(unique_points[new], best[new])
+
+    def _insert(self, points: np.ndarray, values: np.ndarray) -> None:
+        new_actions = np.rint(points[:, -1] / ACTION_SEPARATION).astype(np.int64)
+        self.counts += np.bincount(new_actions, minlength=self.num_actions)
+        self._append_level(points, values, np.full(len(points), self.clock, dtype=np.uint32))
+        for action in np.flatnonzero(self.counts > self.capacity):
+            self._evict(int(action))
+        self._compact()
+
+    def _append_level(self, points: np.ndarray, values: np.ndarray, last_used: np.ndarray) -> None:
+        start = time.perf_counter()
+        self.levels.append(_Level(points, values, last_used, self.leafsize))
+        self.rebuild_seconds += time.perf_counter() - start
+
+    def _evict(self, action: int) -> None:
+        """Drop the least recently used entries of one action's table, in one pass."""
+        excess = int(self.counts[action] - self.capacity)
+        amount = min(max(excess, math.ceil(self.evict_fraction * self.capacity)), int(self.counts[action]))
+        owners, clocks = [], []
+        for level_index, level in enumerate(self.levels):
+            entries = np.flatnonzero(level.alive & (level.points[:, -1] == action * ACTION_SEPARATION))
+            owners.append(np.stack([np.full(len(entries), level_index), entries], axis=1))
+            clocks.append(level.last_used[entries])
+        owner = np.concatenate(owners)
+        clock = np.concatenate(clocks)
+        # Stable order among equal clocks: older levels (earlier inserts) go first.
+        oldest = np.argsort(clock, kind="stable")[:amount]
+        for level_index, entry in owner[oldest]:
+            level = self.levels[level_index]
+            level.alive[entry] = False
+            level.num_alive -= 1
+        self.counts[action] -= amount
+
+    def _compact(self) -> None:
+        """Merge small levels into bigger ones and drop levels that are mostly evicted."""
+        merged = True
+        while merged:
+            merged = False
+            for index, level in enumerate(self.levels):
+                if level.num_alive * 2 < len(level):  # mostly dead: rebuild it alone
+                    self._merge(index, index + 1)
+                    merged = True
+                    break
+            if merged:
+                continue
+            if len(self.levels) >= 2 and self.levels[-2].num_alive <= self.merge_ratio * self.levels[-1].num_alive:
+                self._merge(len(self.levels) - 2, len(self.levels))
+                merged = True
+
+    def _merge(self, first: int, stop: int) -> None:
+        parts = self.levels[first:stop]
+        points = np.concatenate([p.points[p.alive] for p in parts])
+        values = np.concatenate([p.values[p.alive] for p in parts])
+        last_used = np.concatenate([p.last_used[p.alive] for p in parts])
+        del self.levels[first:stop]
+        if len(points):
+            start = time.perf_counter()
+            self.levels.insert(first, _Level(points, values, last_used, self.leafsize))
+            self.rebuild_seconds += time.perf_counter() - start
+
+    def add_episode(self, keys: np.ndarray, actions: np.ndarray, rewards: np.ndarray, gamma: float) -> np.ndarray:
+        """Write one finished episode: discounted returns computed backwards, then ``write``.
+
+        Returns the discounted returns that were written.
+        """
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+        rewards = np.asarray(rewards, dtype=np.float64)
+        if rewards.ndim != 1:
+            raise ValueError(f"rewards must be 1-D, got shape {rewards.shape}")
+        if not np.isfinite(rewards).all():
+            raise ValueError("rewards must be finite (no NaN or inf)")
+        returns = lfilter([1.0], [1.0, -gamma], rewards[::-1])[::-1]
+        self.write(keys, actions, returns)
+        return returns
+
+    # ------------------------------------------------------------------ size and state
+    def __len__(self) -> int:
+        return int(self.counts.sum())
+
+    def nbytes(self) -> int:
+        return sum(level.nbytes() for level in self.levels) + self.counts.nbytes
+
+    def entries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """All live entries as (keys float32, actions, values, last_used) arrays."""
+        points = np.concatenate([lv.points[lv.alive] for lv in self.levels]) if self.levels else np.zeros((0, self.key_dim + 1))
+        values = np.concatenate([lv.values[lv.alive] for lv in self.levels]) if self.levels else np.zeros(0, np.float32)
+        clocks = np.concatenate([lv.last_used[lv.alive] for lv in self.levels]) if self.levels else np.zeros(0, np.uint32)
+        actions = np.rint(points[:, -1] / ACTION_SEPARATION).astype(np.int64)
+        return points[:, :-1].astype(np.float32), actions, values, clocks
+
+    def state_dict(self) -> dict[str, Any]:
+        keys, actions, values, clocks = self.entries()
+        return {"config": self._config(), "keys": keys, "actions": actions, "values": values,
+                "last_used": clocks, "clock": self.clock, "rebuild_seconds": self.rebuild_seconds}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["config"] != self._config():
+            raise ValueError(f"memory state was saved with {state['config']}, this memory has {self._config()}")
+        self.levels = []
+        self.counts = np.bincount(state["actions"], minlength=self.num_actions).astype(np.int64)
+        if len(state["keys"]):
+            self._append_level(self._points(state["keys"], state["actions"]), state["values"], state["last_used"])
+        self.clock = int(state["clock"])
+        self.rebuild_seconds = float(state["rebuild_seconds"])
+
+    def _config(self) -> dict[str, Any]:
+        return {"num_actions": self.num_actions, "obs_shape": list(self.obs_shape), "key_dim": self.key_dim,
+                "capacity": self.capacity, "match": self.match, "k": self.k, "seed": self.seed}

@@ -1,0 +1,158 @@
+"""The LightningModule: online and target Q-networks and the EMDQN loss.
+
+    loss = alpha * l(Q(s,a) - S) + beta * mask * l(Q(s,a) - H(s,a))
+    S    = r + gamma * (1 - terminated) * max_a' Q_target(s', a')     (double Q optional)
+
+``l`` is the Huber loss (delta 1) of the original. The memory term of a miss is zero; by
+default both terms are averaged over the whole batch as the original does, so the memory
+term's effective weight is beta x hit rate (``memory.average=hits`` averages over hits).
+Truncated episodes bootstrap; only termination cuts the target.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Sequence
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from emdqn.config import resolve_memory_weights
+from emdqn.metrics import log_metrics
+from emdqn.networks import build_q_network
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; training stops and keeps the last good checkpoint."""
+
+
+def td_targets(target_network: nn.Module, online_network: nn.Module | None, batch: dict[str, torch.Tensor],
+               gamma: float) -> torch.Tensor:
+    """S = r + gamma (1 - terminated) Q_target(s', a*); a* from the online net if given (double Q)."""
+    with torch.no_grad():
+        next_q_target = target_network(batch["next_obs"])
+        if online_network is not None:
+            next_actions = online_network(batch["next_obs"]).argmax(dim=1, keepdim=True)
+            next_value = next_q_target.gather(1, next_actions).squeeze(1)
+        else:
+            next_value = next_q_target.max(dim=1).values
+        not_done = 1.0 - batch["terminated"].float()
+        return batch["rewards"].float() + gamma * not_done * next_value
+
+
+def elementwise_loss(kind: str, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if kind == "huber":
+        return F.huber_loss(prediction, target, reduction="none", delta=1.0)
+    return F.mse_loss(prediction, target, reduction="none")
+
+
+def emdqn_loss(q_network: nn.Module, target_network: nn.Module, batch: dict[str, torch.Tensor], *, gamma: float,
+               alpha: float, beta: float, double_q: bool = False, loss: str = "huber",
+               average: str = "batch") -> dict[str, torch.Tensor]:
+    """The EMDQN loss of one batch and its parts (``loss`` carries the gradient)."""
+    q_all = q_network(batch["obs"])
+    q_taken = q_all.gather(1, batch["actions"].long().unsqueeze(1)).squeeze(1)
+    targets = td_targets(target_network, q_network if double_q else None, batch, gamma)
+    td_loss = elementwise_loss(loss, q_taken, targets).mean()
+    found = batch["memory_found"].float()
+    memory_terms = elementwise_loss(loss, q_taken, batch["memory_values"].float()) * found
+    if average == "hits":
+        memory_loss = memory_terms.sum() / found.sum().clamp(min=1.0)
+    else:
+        memory_loss = memory_terms.mean()
+    total = alpha * td_loss + beta * memory_loss if beta != 0 else alpha * td_loss
+    return {"loss": total, "td_loss": td_loss.detach(), "memory_loss": memory_loss.detach(),
+            "q_values": q_taken.detach().mean()}
+
+
+def clip_grad_norm_per_tensor(parameters: Sequence[nn.Parameter], max_norm: float) -> None:
+    """Scale each gradient tensor to norm <= max_norm on its own (tf.clip_by_norm per variable)."""
+    for parameter in parameters:
+        if parameter.grad is not None:
+            torch.nn.utils.clip_grad_norm_(parameter, max_norm)
+
+
+class EMDQNModule(pl.LightningModule):
+    """Online and target Q-networks trained on alpha * TD + beta * memory loss."""
+
+    def __init__(self, cfg: Any, obs_shape: Sequence[int], num_actions: int):
+        super().__init__()
+        self.cfg = cfg
+        self.agent = cfg.agent
+        self.automatic_optimization = False
+        self.q_network = build_q_network(cfg.model, obs_shape, num_actions)
+        self.target_network = copy.deepcopy(self.q_network).requires_grad_(False)
+        self.alpha, self.beta, self.memory_lambda = resolve_memory_weights(cfg.memory)
+        self._train_q, self._train_target = self.q_network, self.target_network
+        if cfg.model.get("compile", False):
+            self._train_q = torch.compile(self.q_network)
+            self._train_target = torch.compile(self.target_network)
+        self.last_target_sync = 0
+        self.pending_optimizer_state: dict[str, Any] | None = None
+        self.last_log_step = 0
+        self._sums: dict[str, float] = {}
+        self._count = 0
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.q_network(obs)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.q_network.parameters(), lr=self.agent.lr, eps=self.agent.adam_eps)
+
+    def on_train_start(self) -> None:
+        if self.pending_optimizer_state is not None:
+            self.optimizers().optimizer.load_state_dict(self.pending_optimizer_state)
+            self.pending_optimizer_state = None
+
+    def sync_target(self) -> None:
+        self.target_network.load_state_dict(self.q_network.state_dict())
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        env_step = int(batch["env_step"])
+        parts = emdqn_loss(self._train_q, self._train_target, batch, gamma=self.agent.gamma, alpha=self.alpha,
+                           beta=self.beta, double_q=self.agent.double_q, loss=self.agent.loss,
+                           average=self.cfg.memory.average)
+        loss = parts["loss"]
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"the loss became {loss.item()} at env step {env_step} (td_loss={parts['td_loss'].item()}, "
+                f"memory_loss={parts['memory_loss'].item()}); training stopped, the last checkpoint is kept. "
+                "Try a lower agent.lr or enable agent.grad_clip_norm.")
+        optimizer = self.optimizers()
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.agent.grad_clip_norm is not None:
+            clip_grad_norm_per_tensor(list(self.q_network.parameters()), self.agent.grad_clip_norm)
+        optimizer.step()
+        if env_step // self.agent.target_update > self.last_target_sync // self.agent.target_update:
+            self.sync_target()
+            self.last_target_sync = env_step
+        self._accumulate(parts)
+        self._maybe_log(env_step)
+
+    def _accumulate(self, parts: dict[str, torch.Tensor]) -> None:
+        for name in ("loss", "td_loss", "memory_loss", "q_values"):
+            self._sums[name] = self._sums.get(name, 0.0) + float(parts[name].detach())
+        self._count += 1
+
+    def _maybe_log(self, env_step: int, force: bool = False) -> None:
+        every = self.cfg.trainer.log_every_steps
+        if not force and env_step // every == self.last_log_step // every:
+            return
+        self.last_log_step = env_step
+        metrics = {f"losses/{name}": total / max(self._count, 1) for name, total in self._sums.items()}
+        datamodule = self.trainer.datamodule
+        if datamodule is not None:
+            metrics.update(datamodule.interval_metrics())
+        log_metrics(self.loggers, metrics, env_step)
+        self._sums, self._count = {}, 0
+
+    def on_train_end(self) -> None:
+        if self._count and self.trainer.datamodule is not None:
+            self._maybe_log(self.trainer.datamodule.env_steps, force=True)
+
+    def memory_weight_summary(self) -> str:
+        return f"alpha={self.alpha:g} beta={self.beta:g} lambda={self.memory_lambda:g}"
+

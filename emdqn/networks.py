@@ -1,0 +1,110 @@
+"""Q-network builders chosen by the ``model`` config group."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+PADDINGS = ("same", "valid")
+
+
+def tf_same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """(before, after) zero padding that TensorFlow's 'SAME' adds along one axis."""
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class QHead(nn.Module):
+    """Linear Q head, or a dueling head V(s) + A(s,a) - mean_a A(s,a)."""
+
+    def __init__(self, in_features: int, hidden: int, num_actions: int, dueling: bool):
+        super().__init__()
+        self.dueling = dueling
+        self.advantage = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, num_actions))
+        if dueling:
+            self.value = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        advantage = self.advantage(features)
+        if not self.dueling:
+            return advantage
+        return self.value(features) + advantage - advantage.mean(dim=1, keepdim=True)
+
+
+class NatureCNN(nn.Module):
+    """The Nature DQN torso; ``padding='same'`` reproduces the original TF layer sizes (7744)."""
+
+    def __init__(self, obs_shape: Sequence[int], num_actions: int, padding: str = "same",
+                 hidden: int = 512, dueling: bool = False, input_scale: float = 255.0):
+        super().__init__()
+        if padding not in PADDINGS:
+            raise ValueError(f"model.padding={padding!r} is not allowed; choose one of {PADDINGS}")
+        if len(obs_shape) != 3:
+            raise ValueError(f"model=nature_cnn needs (stack, height, width) observations, got shape {tuple(obs_shape)}")
+        channels, height, width = obs_shape
+        layers: list[nn.Module] = []
+        for out_channels, kernel, stride in ((32, 8, 4), (64, 4, 2), (64, 3, 1)):
+            if padding == "same":
+                top, bottom = tf_same_padding(height, kernel, stride)
+                left, right = tf_same_padding(width, kernel, stride)
+                layers.append(nn.ZeroPad2d((left, right, top, bottom)))
+                height, width = math.ceil(height / stride), math.ceil(width / stride)
+            else:
+                height, width = (height - kernel) // stride + 1, (width - kernel) // stride + 1
+            layers += [nn.Conv2d(channels, out_channels, kernel, stride), nn.ReLU()]
+            channels = out_channels
+        self.torso = nn.Sequential(*layers, nn.Flatten())
+        self.flat_features = channels * height * width
+        self.head = QHead(self.flat_features, hidden, num_actions, dueling)
+        self.register_buffer("input_scale", torch.tensor(float(input_scale)), persistent=False)
+        xavier_init(self)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        # Observations stay uint8 until here: the division is the first float op.
+        return self.head(self.torso(obs.float() / self.input_scale))
+
+
+class MLP(nn.Module):
+    """A small fully connected Q-network for flat observations."""
+
+    def __init__(self, obs_shape: Sequence[int], num_actions: int, hidden_sizes: Sequence[int] = (120, 84),
+                 dueling: bool = False, input_scale: float = 1.0):
+        super().__init__()
+        if len(hidden_sizes) < 1:
+            raise ValueError("model.hidden_sizes needs at least one layer size")
+        in_features = int(math.prod(obs_shape))
+        layers: list[nn.Module] = [nn.Flatten()]
+        for size in hidden_sizes[:-1]:
+            layers += [nn.Linear(in_features, size), nn.ReLU()]
+            in_features = size
+        self.torso = nn.Sequential(*layers)
+        self.head = QHead(in_features, hidden_sizes[-1], num_actions, dueling)
+        self.register_buffer("input_scale", torch.tensor(float(input_scale)), persistent=False)
+        xavier_init(self)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.torso(obs.float() / self.input_scale))
+
+
+def xavier_init(module: nn.Module) -> None:
+    """Glorot-uniform weights and zero biases, TensorFlow's defaults in the original code."""
+    for layer in module.modules():
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+
+def build_q_network(model_cfg: Any, obs_shape: Sequence[int], num_actions: int) -> nn.Module:
+    """Instantiate the Q-network named by ``model.name``."""
+    name = model_cfg.name
+    if name == "nature_cnn":
+        return NatureCNN(obs_shape, num_actions, padding=model_cfg.padding, hidden=model_cfg.hidden,
+                         dueling=model_cfg.dueling, input_scale=model_cfg.input_scale)
+    if name == "mlp":
+        return MLP(obs_shape, num_actions, hidden_sizes=list(model_cfg.hidden_sizes), dueling=model_cfg.dueling,
+                   input_scale=model_cfg.input_scale)
+    raise ValueError(f"model.name={name!r} is unknown; allowed: nature_cnn, mlp")

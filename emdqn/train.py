@@ -1,0 +1,234 @@
+"""``train(cfg)``: build everything from the config, fit, evaluate, finish the loggers."""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from emdqn.checkpoint import checkpoint_path, load_checkpoint, restore, save_checkpoint
+from emdqn.config import ConfigError, resolve_memory_weights, validate
+from emdqn.data import EMDQNDataModule
+from emdqn.evaluation import evaluate
+from emdqn.loggers import METRICS_FILE, MetricsCSVLogger, build_wandb_logger, finish_wandb, run_name
+from emdqn.metrics import log_metrics
+from emdqn.module import EMDQNModule
+
+log = logging.getLogger("emdqn")
+
+CONFIG_FILE = "config.yaml"
+# Keys that may differ on resume without counting as a change of the experiment.
+RESUME_FREE_KEYS = ("resume", "allow_config_change", "trainer.accelerator", "trainer.devices", "trainer.threads",
+                    "trainer.progress_every_seconds", "logger", "checkpoint", "hydra")
+
+
+def hydra_context() -> tuple[str | None, list[str], str | None]:
+    """(output dir, task overrides, sweep dir) of the running Hydra job, or Nones outside Hydra."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hydra_cfg = HydraConfig.get()
+    except (ImportError, ValueError):
+        return None, [], None
+    sweep_dir = hydra_cfg.sweep.dir if str(hydra_cfg.mode) == "RunMode.MULTIRUN" else None
+    return hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task), sweep_dir
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def merge_resume_config(saved: DictConfig, composed: DictConfig, overrides: Sequence[str],
+                        allow_change: bool) -> DictConfig:
+    """The saved config with this invocation's explicit overrides applied, if allowed."""
+    changed = []
+    merged = saved.copy()
+    for override in overrides:
+        key = _override_key(override)
+        if any(key == free or key.startswith(free + ".") for free in RESUME_FREE_KEYS):
+            continue
+        new_value = OmegaConf.select(composed, key)
+        old_value = OmegaConf.select(saved, key)
+        as_plain = (lambda v: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v)
+        if as_plain(new_value) != as_plain(old_value):
+            changed.append(f"{key}: {as_plain(old_value)!r} -> {as_plain(new_value)!r}")
+            with open_dict(merged):
+                OmegaConf.update(merged, key, new_value, force_add=True)
+    if changed and not allow_change:
+        raise ConfigError("resume would change the experiment's config (" + "; ".join(changed) + "). "
+                          "Resume with the same settings, or add allow_config_change=true to accept the change.")
+    if changed:
+        log.warning("Resuming with a changed config: %s", "; ".join(changed))
+    for key in ("resume", "allow_config_change", "trainer", "logger", "checkpoint"):
+        if key in composed:
+            with open_dict(merged):
+                merged[key] = composed[key]
+    return merged
+
+
+def prepare_run_dir(cfg: DictConfig, run_dir: Path, resuming: bool) -> None:
+    """Refuse to reuse a folder that holds another run's results."""
+    if resuming:
+        return
+    taken = [name for name in (METRICS_FILE, "checkpoints", CONFIG_FILE) if (run_dir / name).exists()]
+    if taken:
+        raise FileExistsError(f"run folder {run_dir} already holds a run ({', '.join(taken)}); "
+                              f"choose another folder (hydra.run.dir=...) or resume it with resume={run_dir}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+class _GracefulStop:
+    """First SIGINT/SIGTERM: finish the env step, checkpoint, exit. A second SIGINT aborts."""
+
+    def __init__(self, datamodule: EMDQNDataModule):
+        self.datamodule = datamodule
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_GracefulStop":
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not in the main thread (e.g. some launchers): no graceful stop
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.datamodule.stop_requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        log.warning("Received %s: stopping after this env step and writing a checkpoint "
+                    "(press Ctrl-C again to abort without one).", signal.Signals(signum).name)
+        self.datamodule.stop_requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequence[str] | None = None) -> float:
+    """Train one run; returns the final greedy evaluation return (or the recent training return).
+
+    ``run_dir`` defaults to Hydra's output folder; ``cfg.resume`` (a run folder) continues
+    that run instead, from its last checkpoint.
+    """
+    hydra_dir, hydra_overrides, sweep_dir = hydra_context()
+    overrides = list(overrides) if overrides is not None else hydra_overrides
+    resume_dir = cfg.get("resume")
+    state = None
+    if resume_dir:
+        run_path = Path(resume_dir)
+        if not (run_path / CONFIG_FILE).exists():
+            raise ConfigError(f"resume={resume_dir!r} is not a run folder (no {CONFIG_FILE} in it)")
+        cfg = merge_resume_config(OmegaConf.load(run_path / CONFIG_FILE), cfg, overrides,
+                                  bool(cfg.get("allow_config_change")))
+    else:
+        run_path = Path(run_dir or hydra_dir or "outputs/run")
+    validate(cfg)
+    alpha, beta, lam = resolve_memory_weights(cfg.memory)
+    with open_dict(cfg):
+        cfg.memory["lambda"], cfg.memory.beta = lam, beta
+    if resume_dir:
+        state = load_checkpoint(run_path)
+    prepare_run_dir(cfg, run_path, resuming=state is not None)
+    OmegaConf.save(cfg, run_path / CONFIG_FILE, resolve=True)
+
+    if cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = EMDQNDataModule(cfg)
+    module = EMDQNModule(cfg, datamodule.obs_shape, datamodule.num_actions)
+    if state is not None:
+        restore(state, module, datamodule)
+        log.info("Resumed %s at env step %s", run_path, f"{datamodule.env_steps:,}")
+
+    loggers: list[Any] = []
+    if cfg.logger.csv:
+        loggers.append(MetricsCSVLogger(run_path, resume_step=datamodule.env_steps if state is not None else None))
+    if cfg.logger.wandb.enabled:
+        group = Path(sweep_dir).name if sweep_dir else None
+        wandb_logger = build_wandb_logger(cfg, run_path, group)
+        if wandb_logger is not None:
+            loggers.append(wandb_logger)
+
+    log.info("Run %s in %s: env=%s, %s, memory=%s, %s actions, %s env steps", run_name(cfg), run_path,
+             cfg.env.id, module.memory_weight_summary(), cfg.memory.name, datamodule.num_actions,
+             f"{cfg.agent.total_steps:,}")
+    trainer = pl.Trainer(
+        accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, precision=cfg.trainer.precision,
+        max_epochs=1, logger=loggers or False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(run_path),
+        callbacks=[PeriodicWork(cfg, run_path)],
+    )
+    result = math.nan
+    try:
+        with _GracefulStop(datamodule):
+            try:
+                trainer.fit(module, datamodule=datamodule)
+            except SIGTERMException:
+                datamodule.stop_requested = True
+        if datamodule.stop_requested:
+            path = save_checkpoint(run_path, module, datamodule, cfg.checkpoint.save_replay)
+            log.warning("Stopped at env step %s; checkpoint %s. Continue with: python train.py resume=%s",
+                        f"{datamodule.env_steps:,}", path, run_path)
+            return result
+        datamodule.flush_episode_to_memory()
+        save_checkpoint(run_path, module, datamodule, cfg.checkpoint.save_replay)
+        result = final_evaluation(cfg, module, datamodule, loggers)
+    finally:
+        for logger in loggers:
+            logger.finalize("success")
+        finish_wandb()
+        datamodule.env.close()
+    return result
+
+
+def final_evaluation(cfg: DictConfig, module: EMDQNModule, datamodule: EMDQNDataModule, loggers: list[Any]) -> float:
+    """Greedy evaluation after training; falls back to the recent training return."""
+    if cfg.eval.episodes > 0:
+        start = time.perf_counter()
+        returns = evaluate(module.q_network, cfg.env, cfg.eval.episodes, cfg.eval.epsilon, seed=cfg.seed + 10_000)
+        mean = float(np.mean(returns))
+        log_metrics(loggers, {"eval/episodic_return": mean, "eval/episodic_return_std": float(np.std(returns))},
+                    datamodule.env_steps)
+        log.info("Evaluation over %d episodes: return %.2f +- %.2f (%.1fs)", len(returns), mean, np.std(returns),
+                 time.perf_counter() - start)
+        return mean
+    recent = datamodule.recent_return()
+    return recent if recent is not None else math.nan
+
+
+class PeriodicWork(pl.Callback):
+    """Checkpoints and evaluations every N env steps."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path):
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.last_step = 0
+
+    def on_train_start(self, trainer: pl.Trainer, module: EMDQNModule) -> None:
+        self.last_step = trainer.datamodule.env_steps
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: EMDQNModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        datamodule = trainer.datamodule
+        step = datamodule.env_steps
+        every_checkpoint, every_eval = self.cfg.checkpoint.every_steps, self.cfg.eval.every_steps
+        if every_checkpoint and step // every_checkpoint > self.last_step // every_checkpoint:
+            path = save_checkpoint(self.run_dir, module, datamodule, self.cfg.checkpoint.save_replay)
+            log.info("Checkpoint at env step %s: %s", f"{step:,}", path)
+        if every_eval and self.cfg.eval.episodes and step // every_eval > self.last_step // every_eval:
+            returns = evaluate(module.q_network, self.cfg.env, self.cfg.eval.episodes, self.cfg.eval.epsilon,
+                               seed=self.cfg.seed + 10_000 + step)
+            log_metrics(trainer.loggers, {"eval/episodic_return": float(np.mean(returns))}, step)
+        self.last_step = step
+
+
+__all__ = ["train", "checkpoint_path", "ConfigError"]
