@@ -140,11 +140,12 @@ class ClipRewardEnv(gym.RewardWrapper):
         return float(np.sign(reward))
 
 
-class OneHotObservation(gym.ObservationWrapper):
+class OneHotObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """Discrete states as one-hot vectors, so exact state repeats give exact key repeats."""
 
     def __init__(self, env: gym.Env):
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.ObservationWrapper.__init__(self, env)
         self.n = int(env.observation_space.n)
         self.observation_space = spaces.Box(0.0, 1.0, (self.n,), dtype=np.float32)
 

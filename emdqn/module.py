@@ -12,7 +12,7 @@ Truncated episodes bootstrap; only termination cuts the target.
 from __future__ import annotations
 
 import copy
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -109,7 +109,12 @@ class EMDQNModule(pl.LightningModule):
     def sync_target(self) -> None:
         self.target_network.load_state_dict(self.q_network.state_dict())
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def training_step(self, dataloader_iter: Iterator) -> None:
+        # Taking the iterator (not a batch) turns off Lightning's one-batch prefetch: the env
+        # steps of the next batch must be played with the network this step updates, as in
+        # the original, and a stop between two steps must not leave a sampled, untrained batch.
+        batch, _, _ = next(dataloader_iter)
+        batch = self.transfer_batch_to_device(batch, self.device, 0)
         env_step = int(batch["env_step"])
         parts = emdqn_loss(self._train_q, self._train_target, batch, gamma=self.agent.gamma, alpha=self.alpha,
                            beta=self.beta, double_q=self.agent.double_q, loss=self.agent.loss,

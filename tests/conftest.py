@@ -1,0 +1,36 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+# Tests never touch the network: W&B always runs offline here.
+os.environ["WANDB_MODE"] = "offline"
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def compose_config(overrides=()):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=False)
+
+
+def run_train(args, cwd, timeout=600, check=True, extra_env=None):
+    """Run the real CLI (python train.py ...) in ``cwd``; returns the CompletedProcess."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", WANDB_MODE="offline", HYDRA_FULL_ERROR="1")
+    env.update(extra_env or {})
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env, capture_output=True,
+                            text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"train.py {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
+                             f"{result.stderr[-5000:]}")
+    return result
+
+
+@pytest.fixture
+def compose_cfg():
+    return compose_config

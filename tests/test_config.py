@@ -1,0 +1,113 @@
+import pytest
+from omegaconf import OmegaConf
+
+from emdqn.config import ConfigError, resolve_memory_weights, validate
+from tests.conftest import compose_config
+
+
+def test_defaults_reproduce_the_original_settings():
+    cfg = compose_config()
+    validate(cfg)
+    assert cfg.env.id == "PongNoFrameskip-v4"
+    assert cfg.memory.name == "kdtree" and cfg.memory.key_dim == 4 and cfg.memory.capacity == 5_000_000
+    assert cfg.memory.match == "exact"
+    agent = cfg.agent
+    assert (agent.gamma, agent.lr, agent.adam_eps, agent.batch_size) == (0.99, 1e-4, 1e-4, 32)
+    assert (agent.train_freq, agent.learning_starts, agent.target_update) == (4, 50_000, 40_000)
+    assert agent.grad_clip_norm == 10.0 and agent.loss == "huber" and not agent.double_q
+    assert OmegaConf.to_container(agent.exploration.schedule) == [[0, 1.0], [200_000, 0.1], [2_000_000, 0.01]]
+    assert cfg.buffer.capacity == 1_000_000 and cfg.model.padding == "same"
+    assert resolve_memory_weights(cfg.memory) == (1.0, 0.1, 0.1)
+
+
+def test_users_words_compose():
+    cfg = compose_config(["env=pong", "memory.lambda=0.1"])
+    assert cfg.memory["lambda"] == 0.1
+    cfg = compose_config(["env=pong", "memory=none"])
+    assert resolve_memory_weights(cfg.memory) == (1.0, 0.0, 0.0)
+    cfg = compose_config(["env=cartpole", "model=mlp"])
+    validate(cfg)
+    cfg = compose_config(["experiment=cartpole"])
+    assert cfg.env.id == "CartPole-v1" and cfg.model.name == "mlp" and cfg.agent.total_steps == 100_000
+
+
+@pytest.mark.parametrize("memory, expected", [
+    ({"lambda": 0.5}, (1.0, 0.5, 0.5)),
+    ({"lambda": 0.5, "alpha": 2.0}, (2.0, 1.0, 0.5)),
+    ({"beta": 0.3}, (1.0, 0.3, 0.3)),
+    ({"lambda": 0.2, "beta": 0.2}, (1.0, 0.2, 0.2)),
+    ({"lambda": 0}, (1.0, 0.0, 0.0)),
+    ({}, (1.0, 0.1, 0.1)),
+])
+def test_lambda_beta_alpha_rule(memory, expected):
+    cfg = compose_config([f"memory.{k}={v}" for k, v in memory.items()])
+    assert resolve_memory_weights(cfg.memory) == pytest.approx(expected)
+
+
+def test_contradictory_lambda_and_beta_is_an_error():
+    cfg = compose_config(["memory.lambda=0.1", "memory.beta=0.5"])
+    with pytest.raises(ConfigError, match=r"memory.lambda=0.1 and memory.beta=0.5 contradict"):
+        resolve_memory_weights(cfg.memory)
+
+
+BAD_CONFIGS = [
+    ("memory.lambda=-0.1", "memory.lambda=-0.1"),
+    ("memory.alpha=-1", "memory.alpha=-1"),
+    ("memory.beta=-2", "memory.beta=-2"),
+    ("memory.key_dim=0", "memory.key_dim=0"),
+    ("memory.capacity=0", "memory.capacity=0"),
+    ("buffer.capacity=1", "buffer.capacity=1"),
+    ("agent.batch_size=2000000", "agent.batch_size=2000000 .*buffer.capacity"),
+    ("agent.learning_starts=10", "agent.learning_starts=10 .*agent.batch_size"),
+    ("agent.gamma=1.5", r"agent.gamma=1.5 .*\[0, 1\]"),
+    ("agent.gamma=-0.1", r"agent.gamma=-0.1"),
+    ("agent.train_freq=0", "agent.train_freq=0"),
+    ("agent.total_steps=100", "agent.total_steps=100 .*agent.learning_starts"),
+    ("agent.lr=0", "agent.lr=0"),
+    ("agent.loss=l1", "agent.loss='l1'"),
+    ("agent.grad_clip_norm=-1", "agent.grad_clip_norm=-1"),
+    ("env.id=PongNoFrameskip-v9", "env.id='PongNoFrameskip-v9'.*Did you mean"),
+    ("memory.match=fuzzy", "memory.match='fuzzy'"),
+    ("memory.k=0", "memory.k=0"),
+    ("memory.k=3", "memory.k=3 .*memory.match=knn"),
+    ("memory.average=median", "memory.average='median'"),
+    ("model.padding=full", "model.padding='full'"),
+    ("trainer.threads=0", "trainer.threads=0"),
+    ("eval.episodes=-1", "eval.episodes=-1"),
+    ("env.num_envs=0", "env.num_envs=0"),
+]
+
+
+@pytest.mark.parametrize("override, message", BAD_CONFIGS, ids=[o for o, _ in BAD_CONFIGS])
+def test_bad_values_are_rejected_with_the_key_and_what_is_allowed(override, message):
+    cfg = compose_config([override])
+    with pytest.raises(ConfigError, match=message) as error:
+        validate(cfg)
+    assert "allowed" in str(error.value) or "must" in str(error.value) or "Did you mean" in str(error.value)
+
+
+def test_knn_with_k_below_one_is_rejected():
+    cfg = compose_config(["memory.match=knn", "memory.k=0"])
+    with pytest.raises(ConfigError, match=r"memory.k=0 .*memory.match=knn"):
+        validate(cfg)
+
+
+def test_memory_none_with_lambda_is_rejected():
+    cfg = compose_config(["memory=none", "memory.lambda=0.1"])
+    with pytest.raises(ConfigError, match="memory=none trains plain DQN"):
+        validate(cfg)
+
+
+def test_cnn_on_flat_env_is_rejected():
+    cfg = compose_config(["env=cartpole"])
+    with pytest.raises(ConfigError, match="use model=mlp"):
+        validate(cfg)
+
+
+def test_bad_schedule_is_rejected():
+    cfg = compose_config(["agent.exploration.schedule=[[0,1.0],[0,0.5]]"])
+    with pytest.raises(ConfigError, match="agent.exploration.schedule"):
+        validate(cfg)
+    cfg = compose_config(["agent.exploration.schedule=[[0,1.5]]"])
+    with pytest.raises(ConfigError, match=r"epsilon values in \[0, 1\]"):
+        validate(cfg)

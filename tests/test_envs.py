@@ -1,0 +1,101 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from omegaconf import OmegaConf
+
+from emdqn.envs import ClipRewardEnv, EpisodicLifeEnv, check_env_id, make_env, real_episode_stats
+from tests.conftest import compose_config
+
+
+def env_cfg(name, **overrides):
+    cfg = compose_config([f"env={name}"] + [f"env.{k}={v}" for k, v in overrides.items()]).env
+    return cfg
+
+
+def test_atari_observation_shape_and_dtype():
+    env = make_env(env_cfg("pong"), seed=0)
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.shape == (4, 84, 84)
+    assert obs.shape == (4, 84, 84) and obs.dtype == np.uint8
+    obs, reward, terminated, truncated, _ = env.step(0)
+    assert obs.shape == (4, 84, 84) and obs.dtype == np.uint8
+    assert reward in (-1.0, 0.0, 1.0)
+    env.close()
+
+
+def test_reset_stack_repeats_the_first_frame():
+    env = make_env(env_cfg("pong"), seed=0)
+    obs, _ = env.reset(seed=0)
+    assert all((obs[i] == obs[-1]).all() for i in range(4))
+    env.close()
+
+
+def test_rewards_are_clipped_but_reported_score_is_real():
+    """Breakout bricks in the upper rows score 4-7 points; training sees +1, the report the real score."""
+    env = make_env(env_cfg("breakout"), seed=3)
+    env.reset(seed=3)
+    rng = np.random.default_rng(0)
+    clipped_total, reported = 0.0, None
+    for _ in range(20_000):
+        obs, reward, terminated, truncated, info = env.step(int(rng.integers(4)))
+        assert reward in (-1.0, 0.0, 1.0)
+        clipped_total += reward
+        stats = real_episode_stats(info)
+        if stats is not None:
+            reported = stats[0]
+            break
+        if terminated or truncated:
+            env.reset()
+    assert reported is not None, "a random Breakout game should end within 20k steps"
+    assert reported >= clipped_total  # brick values are >= 1
+    env.close()
+
+
+def test_life_loss_ends_training_episode_but_not_the_game():
+    env = make_env(env_cfg("breakout"), seed=1)
+    env.reset(seed=1)
+    life_env = env
+    while not isinstance(life_env, EpisodicLifeEnv):
+        life_env = life_env.env
+    rng = np.random.default_rng(0)
+    lives_before = life_env.unwrapped.ale.lives()
+    for _ in range(5_000):
+        _, _, terminated, truncated, info = env.step(int(rng.integers(4)))
+        if terminated:
+            break
+    assert terminated
+    assert real_episode_stats(info) is None, "losing one life is not the end of the game"
+    assert life_env.unwrapped.ale.lives() == lives_before - 1
+    env.reset()
+    assert not life_env.game_over and life_env.unwrapped.ale.lives() == lives_before - 1
+
+
+def test_clip_reward_wrapper_signs():
+    wrapper = ClipRewardEnv(gym.make("CartPole-v1"))
+    assert [wrapper.reward(r) for r in (-7.0, 0.0, 0.3, 12.0)] == [-1.0, 0.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("name", ["cartpole", "frozenlake"])
+def test_flat_envs_pass_the_gymnasium_checker(name):
+    env = make_env(env_cfg(name), seed=0)
+    check_env(env, skip_render_check=True)  # our wrappers included
+    obs, _ = env.reset(seed=0)
+    assert obs.dtype == np.float32 and obs.ndim == 1
+    if name == "frozenlake":
+        assert obs.shape == (64,) and obs.sum() == 1.0
+
+
+def test_unknown_env_id_fails_with_hint():
+    with pytest.raises(ValueError, match=r"env.id='PongNoFrameskip-v9'.*Did you mean.*PongNoFrameskip-v4"):
+        check_env_id("PongNoFrameskip-v9")
+    with pytest.raises(ValueError, match="List the valid ids"):
+        check_env_id("NoSuchGame-v0")
+
+
+def test_generic_atari_config_runs_any_game():
+    cfg = compose_config(["env=atari", "env.id=SeaquestNoFrameskip-v4"]).env
+    env = make_env(cfg, seed=0)
+    assert env.observation_space.shape == (4, 84, 84)
+    assert OmegaConf.to_container(cfg, resolve=True)["name"] == "SeaquestNoFrameskip-v4"
+    env.close()

@@ -1,0 +1,129 @@
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from emdqn.module import clip_grad_norm_per_tensor, emdqn_loss, td_targets
+from emdqn.networks import MLP, NatureCNN, tf_same_padding
+from emdqn.schedules import PiecewiseLinearSchedule
+
+
+class TableQ(nn.Module):
+    """Q(s, .) read from a table row: obs is the state index."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = nn.Parameter(torch.tensor(table, dtype=torch.float32))
+
+    def forward(self, obs):
+        return self.table[obs.long()]
+
+
+def tiny_batch(**overrides):
+    batch = {
+        "obs": torch.tensor([0, 1]),
+        "actions": torch.tensor([1, 0]),
+        "rewards": torch.tensor([1.0, -1.0]),
+        "next_obs": torch.tensor([1, 2]),
+        "terminated": torch.tensor([False, True]),
+        "memory_values": torch.tensor([3.0, 0.0]),
+        "memory_found": torch.tensor([True, False]),
+    }
+    batch.update(overrides)
+    return batch
+
+
+def test_td_target_by_hand():
+    target = TableQ([[0.0, 0.0], [2.0, 5.0], [7.0, 1.0]])
+    targets = td_targets(target, None, tiny_batch(), gamma=0.9)
+    # s'=1 bootstraps with max(2, 5); the terminated row keeps only its reward.
+    assert targets.tolist() == pytest.approx([1.0 + 0.9 * 5.0, -1.0])
+
+
+def test_truncation_bootstraps():
+    target = TableQ([[0.0, 0.0], [2.0, 5.0], [7.0, 1.0]])
+    batch = tiny_batch(terminated=torch.tensor([False, False]))
+    assert td_targets(target, None, batch, gamma=0.9)[1].item() == pytest.approx(-1.0 + 0.9 * 7.0)
+
+
+def test_double_q_target_uses_online_argmax_and_target_value():
+    target = TableQ([[0.0, 0.0], [2.0, 5.0], [7.0, 1.0]])
+    online = TableQ([[0.0, 0.0], [9.0, 0.0], [0.0, 0.0]])  # prefers action 0 at s'=1
+    targets = td_targets(target, online, tiny_batch(), gamma=0.9)
+    assert targets[0].item() == pytest.approx(1.0 + 0.9 * 2.0)
+
+
+def test_emdqn_loss_by_hand():
+    online = TableQ([[0.0, 1.0], [0.5, 0.0], [0.0, 0.0]])
+    target = TableQ([[0.0, 0.0], [2.0, 5.0], [7.0, 1.0]])
+    parts = emdqn_loss(online, target, tiny_batch(), gamma=0.9, alpha=1.0, beta=0.5)
+    huber = torch.nn.functional.huber_loss
+    td = (huber(torch.tensor(1.0), torch.tensor(5.5)) + huber(torch.tensor(0.5), torch.tensor(-1.0))) / 2
+    memory = huber(torch.tensor(1.0), torch.tensor(3.0)) / 2  # one hit, averaged over the batch of 2
+    assert parts["td_loss"].item() == pytest.approx(td.item())
+    assert parts["memory_loss"].item() == pytest.approx(memory.item())
+    assert parts["loss"].item() == pytest.approx(td.item() + 0.5 * memory.item())
+    hits_only = emdqn_loss(online, target, tiny_batch(), gamma=0.9, alpha=1.0, beta=0.5, average="hits")
+    assert hits_only["memory_loss"].item() == pytest.approx(2 * memory.item())
+
+
+@pytest.mark.parametrize("memory_found", [torch.tensor([True, False]), torch.tensor([False, False])])
+def test_beta_zero_gives_exactly_the_dqn_loss_and_gradients(memory_found):
+    torch.manual_seed(0)
+    net = MLP((3,), 2, hidden_sizes=(8, 8))
+    target = copy.deepcopy(net)
+    batch = {"obs": torch.randn(2, 3), "actions": torch.tensor([1, 0]), "rewards": torch.tensor([1.0, 0.0]),
+             "next_obs": torch.randn(2, 3), "terminated": torch.tensor([False, True]),
+             "memory_values": torch.tensor([30.0, 1.0]), "memory_found": memory_found}
+
+    def gradients(**weights):
+        net.zero_grad()
+        parts = emdqn_loss(net, target, batch, gamma=0.99, **weights)
+        parts["loss"].backward()
+        return parts["loss"].item(), [p.grad.clone() for p in net.parameters()]
+
+    # Plain DQN written out: Huber(Q - S), nothing else.
+    net.zero_grad()
+    q = net(batch["obs"]).gather(1, batch["actions"].unsqueeze(1)).squeeze(1)
+    dqn = torch.nn.functional.huber_loss(q, td_targets(target, None, batch, 0.99))
+    dqn.backward()
+    dqn_grads = [p.grad.clone() for p in net.parameters()]
+    loss, grads = gradients(alpha=1.0, beta=0.0)
+    assert loss == dqn.item()
+    assert all(torch.equal(a, b) for a, b in zip(grads, dqn_grads))
+
+
+def test_per_tensor_gradient_clipping():
+    a = nn.Parameter(torch.zeros(2))
+    b = nn.Parameter(torch.zeros(2))
+    a.grad = torch.tensor([30.0, 40.0])  # norm 50 -> scaled to 10
+    b.grad = torch.tensor([3.0, 4.0])    # norm 5 -> untouched (a global norm would shrink it)
+    clip_grad_norm_per_tensor([a, b], 10.0)
+    assert a.grad.tolist() == pytest.approx([6.0, 8.0], rel=1e-5)
+    assert b.grad.tolist() == pytest.approx([3.0, 4.0])
+
+
+def test_nature_cnn_same_padding_matches_the_original_layer_sizes():
+    assert tf_same_padding(84, 8, 4) == (2, 2)
+    net = NatureCNN((4, 84, 84), 6, padding="same")
+    assert net.flat_features == 7744
+    assert NatureCNN((4, 84, 84), 6, padding="valid").flat_features == 3136
+    out = net(torch.zeros(2, 4, 84, 84, dtype=torch.uint8))
+    assert out.shape == (2, 6)
+    dueling = NatureCNN((4, 84, 84), 6, dueling=True)
+    assert dueling(torch.zeros(1, 4, 84, 84, dtype=torch.uint8)).shape == (1, 6)
+    for layer in net.modules():
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            assert torch.count_nonzero(layer.bias) == 0
+
+
+def test_epsilon_schedule_of_the_original():
+    schedule = PiecewiseLinearSchedule([[0, 1.0], [200_000, 0.1], [2_000_000, 0.01]])
+    assert schedule(0) == 1.0
+    assert schedule(100_000) == pytest.approx(0.55)
+    assert schedule(200_000) == pytest.approx(0.1)
+    assert schedule(1_100_000) == pytest.approx(0.055)
+    assert schedule(10_000_000) == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="increase"):
+        PiecewiseLinearSchedule([[10, 1.0], [5, 0.1]])

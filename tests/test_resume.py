@@ -1,0 +1,145 @@
+"""Interruptions: SIGTERM + resume equals an uninterrupted run; checkpoints survive kills."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from emdqn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from emdqn.data import EMDQNDataModule
+from emdqn.module import EMDQNModule
+from tests.conftest import ROOT, compose_config, run_train
+
+RUN = ["env=cartpole", "model=mlp", "agent.total_steps=3000", "agent.learning_starts=500", "agent.train_freq=1",
+       "agent.target_update=200", "buffer.capacity=5000", "eval.episodes=0", "logger=csv",
+       "checkpoint.every_steps=0", "trainer.log_every_steps=100", "trainer.progress_every_seconds=0.1"]
+
+
+def final_state(run_dir):
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    replay = np.load(run_dir / "checkpoints" / state["replay_file"])
+    return state, replay
+
+
+def start_and_stop(run_dir, stop_after_step):
+    """Start a real run, send SIGTERM once it has passed ``stop_after_step`` env steps."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", WANDB_MODE="offline")
+    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *RUN, f"hydra.run.dir={run_dir}"],
+                               cwd=run_dir.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    output = []
+    deadline = time.time() + 300
+    for line in process.stdout:
+        output.append(line)
+        if "| eps" in line and "step " in line:
+            step = int(line.split("step ")[1].split("/")[0].replace(",", ""))
+            if step > stop_after_step:
+                process.send_signal(signal.SIGTERM)
+                break
+        assert time.time() < deadline, "the run did not reach the stop point in time"
+    output.extend(process.stdout)
+    assert process.wait(timeout=120) == 0, "".join(output)
+    return "".join(output)
+
+
+def test_sigterm_and_resume_equal_one_uninterrupted_run(tmp_path):
+    whole = tmp_path / "whole"
+    run_train(RUN + [f"hydra.run.dir={whole}"], cwd=tmp_path)
+    parted = tmp_path / "parted"
+    output = start_and_stop(parted, stop_after_step=1200)
+    assert "Stopped at env step" in output and f"resume={parted}" in output
+    stopped_at = load_checkpoint(parted)["env_steps"]
+    assert 1200 < stopped_at < 3000
+    run_train([f"resume={parted}"], cwd=tmp_path)
+
+    whole_state, whole_replay = final_state(whole)
+    parted_state, parted_replay = final_state(parted)
+    assert whole_state["env_steps"] == parted_state["env_steps"] == 3000
+    assert len(whole_state["memory"]["keys"]) == len(parted_state["memory"]["keys"])
+    for name in whole_replay.files:
+        np.testing.assert_array_equal(whole_replay[name], parted_replay[name], err_msg=name)
+    # CPU, fixed seeds, same operations in the same order: bit-identical weights.
+    for name, tensor in whole_state["module"]["q_network"].items():
+        assert torch.equal(tensor, parted_state["module"]["q_network"][name]), name
+
+    with (parted / "metrics.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    keys = [(row["step"], tuple(sorted(k for k, v in row.items() if v and k != "step"))) for row in rows]
+    assert len(keys) == len(set(keys)), "no duplicated CSV rows"
+    episodes = [float(row["charts/episodes"]) for row in rows if row["charts/episodes"]]
+    assert episodes == list(range(1, len(episodes) + 1)), "no missing or repeated episodes"
+    with (whole / "metrics.csv").open() as file:
+        whole_episodes = [row for row in csv.DictReader(file) if row["charts/episodes"]]
+    assert len(whole_episodes) == len(episodes)
+
+
+def test_resume_refuses_a_changed_config_unless_allowed(tmp_path):
+    run_dir = tmp_path / "run"
+    short = [arg for arg in RUN if not arg.startswith("agent.total_steps")] + ["agent.total_steps=600"]
+    run_train(short + [f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    refused = run_train([f"resume={run_dir}", "agent.lr=0.5"], cwd=tmp_path, check=False)
+    assert refused.returncode != 0
+    assert "agent.lr: 0.0001 -> 0.5" in refused.stderr and "allow_config_change=true" in refused.stderr
+    extended = run_train([f"resume={run_dir}", "agent.total_steps=800", "allow_config_change=true"], cwd=tmp_path)
+    assert "Resumed" in extended.stdout + extended.stderr
+    assert load_checkpoint(run_dir)["env_steps"] == 800
+
+
+def test_resume_of_a_folder_without_run_is_a_clear_error(tmp_path):
+    result = run_train([f"resume={tmp_path / 'nothing'}"], cwd=tmp_path, check=False)
+    assert result.returncode != 0 and "is not a run folder" in result.stderr
+
+
+def small_parts():
+    cfg = compose_config(["env=cartpole", "model=mlp", "buffer.capacity=100", "agent.learning_starts=32"])
+    datamodule = EMDQNDataModule(cfg)
+    module = EMDQNModule(cfg, datamodule.obs_shape, datamodule.num_actions)
+    return datamodule, module
+
+
+def test_a_kill_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, monkeypatch):
+    datamodule, module = small_parts()
+    for _ in range(50):
+        datamodule.play_step(module.q_network)
+    save_checkpoint(tmp_path, module, datamodule)
+    for _ in range(50):
+        datamodule.play_step(module.q_network)
+
+    def killed_mid_write(obj, file, *args, **kwargs):
+        file.write(b"half a checkpoint")
+        raise KeyboardInterrupt("killed while saving")
+
+    monkeypatch.setattr(torch, "save", killed_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path, module, datamodule)
+    monkeypatch.undo()
+    state = load_checkpoint(tmp_path)
+    assert state["env_steps"] == 50
+    assert (tmp_path / "checkpoints" / state["replay_file"]).exists()
+
+
+def test_a_corrupted_checkpoint_names_the_file(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match=r"checkpoints/last.ckpt is corrupted"):
+        load_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "elsewhere")
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path):
+    run_dir = tmp_path / "nan"
+    result = run_train(["env=cartpole", "model=mlp", "agent.total_steps=2000", "agent.learning_starts=200",
+                        "agent.lr=1e36", "agent.adam_eps=1e-8", "agent.grad_clip_norm=null", "agent.loss=mse",
+                        "logger=csv", "eval.episodes=0", "checkpoint.every_steps=100", f"hydra.run.dir={run_dir}"],
+                       cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    assert "the loss became" in result.stderr and "the last checkpoint is kept" in result.stderr
+    state = load_checkpoint(run_dir)
+    assert state["env_steps"] <= 300

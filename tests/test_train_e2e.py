@@ -1,0 +1,74 @@
+"""The real CLI end to end: python train.py ... in a subprocess, then the run folder."""
+
+import csv
+
+import pytest
+import torch
+
+from tests.conftest import run_train
+
+PONG_TINY = ["env=pong", "agent.total_steps=400", "agent.learning_starts=200", "buffer.capacity=1000",
+             "memory.capacity=1000", "trainer.log_every_steps=100", "eval.episodes=0"]
+CARTPOLE_TINY = ["env=cartpole", "model=mlp", "agent.total_steps=600", "agent.learning_starts=200",
+                 "buffer.capacity=1000", "trainer.log_every_steps=100", "eval.episodes=2"]
+
+
+def read_rows(run_dir):
+    with (run_dir / "metrics.csv").open() as file:
+        return list(csv.DictReader(file))
+
+
+def test_pong_run_writes_config_metrics_checkpoint_and_wandb(tmp_path):
+    run_dir = tmp_path / "pong"
+    result = run_train(PONG_TINY + [f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert "step 400/400" in result.stdout + result.stderr  # the progress line
+    assert (run_dir / "config.yaml").exists() and (run_dir / ".hydra" / "config.yaml").exists()
+    rows = read_rows(run_dir)
+    columns = set(rows[0])
+    for name in ("global_step", "charts/SPS", "charts/epsilon", "charts/frames", "losses/td_loss",
+                 "losses/memory_loss", "losses/loss", "losses/q_values", "memory/hit_rate", "memory/h_mean",
+                 "memory/size", "memory/rebuild_seconds"):
+        assert name in columns, name
+    logged = [row for row in rows if row["losses/td_loss"]]
+    assert [int(row["step"]) for row in logged] == [200, 300, 400]
+    assert all(float(row["charts/frames"]) == 4 * int(row["step"]) for row in logged)
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert state["env_steps"] == 400
+    assert (run_dir / "checkpoints" / "replay_400.npz").exists()
+    assert list((run_dir / "wandb").glob("offline-run-*")), "an offline W&B run is written"
+
+
+def test_cartpole_trains_and_evaluates_with_the_same_code_path(tmp_path):
+    run_dir = tmp_path / "cartpole"
+    result = run_train(CARTPOLE_TINY + [f"hydra.run.dir={run_dir}", "logger=csv"], cwd=tmp_path)
+    rows = read_rows(run_dir)
+    returns = [float(r["charts/episodic_return"]) for r in rows if r["charts/episodic_return"]]
+    assert len(returns) >= 10 and all(r >= 8 for r in returns)
+    assert any(r["eval/episodic_return"] for r in rows)
+    assert "Evaluation over 2 episodes" in result.stdout + result.stderr
+
+
+def test_plain_dqn_with_memory_none(tmp_path):
+    run_dir = tmp_path / "dqn"
+    run_train(CARTPOLE_TINY + [f"hydra.run.dir={run_dir}", "memory=none", "logger=csv"], cwd=tmp_path)
+    rows = read_rows(run_dir)
+    assert "memory/hit_rate" not in rows[0]
+    memory_losses = [float(r["losses/memory_loss"]) for r in rows if r["losses/memory_loss"]]
+    assert memory_losses and all(value == 0.0 for value in memory_losses)
+
+
+def test_an_existing_run_folder_is_never_overwritten(tmp_path):
+    run_dir = tmp_path / "taken"
+    run_train(CARTPOLE_TINY + [f"hydra.run.dir={run_dir}", "logger=csv", "eval.episodes=0"], cwd=tmp_path)
+    before = (run_dir / "metrics.csv").read_bytes()
+    result = run_train(CARTPOLE_TINY + [f"hydra.run.dir={run_dir}", "logger=csv"], cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    assert "already holds a run" in result.stderr
+    assert (run_dir / "metrics.csv").read_bytes() == before
+
+
+def test_bad_config_fails_fast_with_the_key(tmp_path):
+    result = run_train(["memory.lambda=-1", f"hydra.run.dir={tmp_path / 'bad'}"], cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    assert "memory.lambda=-1 is not allowed" in result.stderr
+    assert not (tmp_path / "bad" / "metrics.csv").exists()
