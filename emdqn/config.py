@@ -55,6 +55,18 @@ def resolve_memory_weights(memory_cfg: Any) -> tuple[float, float, float]:
     return float(alpha), float(beta), float(lam)
 
 
+def register_resolvers() -> None:
+    """``${emdqn_lambda:${memory}}``: the effective lambda, for folder and run names."""
+
+    def effective_lambda(memory_cfg: Any) -> str:
+        try:
+            return f"{resolve_memory_weights(memory_cfg)[2]:g}"
+        except ConfigError:
+            return "invalid"  # validate() reports it with the full message
+
+    OmegaConf.register_new_resolver("emdqn_lambda", effective_lambda, replace=True)
+
+
 def _positive_int(cfg: DictConfig, key: str, minimum: int = 1) -> int:
     value = OmegaConf.select(cfg, key)
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:

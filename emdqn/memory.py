@@ -18,10 +18,11 @@ How it differs from the original code, and why:
   batch it is projected in or whatever order BLAS sums in.
 * **No stale window.** The original rebuilt its k-d trees every 40k steps, so entries
   written in between were invisible (and duplicated). Here every write is indexed at once:
-  the index is a short list of immutable cKDTree *levels* (a log-structured merge,
-  Bentley-Saxe style). A write builds a small tree of its new entries; small levels are
-  merged into bigger ones when they grow to a ``merge_ratio`` fraction of their
-  predecessor, so each entry is rebuilt O(log n) times and rebuild cost stays amortized.
+  the index is a short list of immutable cKDTree *levels* (a log-structured merge with
+  leveling). Level t holds at most ``base_level_size * merge_ratio**(t+1)`` entries; a
+  write is merged into level 0, and a level that overflows is carried into the next one,
+  all in one rebuild. Each entry is rebuilt about ``merge_ratio / 2`` times per level, so
+  the rebuild cost stays amortized and there are only log(n) levels to query.
 * **One query per level per batch.** A level indexes all actions together: each point is
   ``(key, action * ACTION_SEPARATION)``, so a neighbour of another action is at least
   1e12 away and is never accepted. Capacity and LRU stay per action, as in the original's
@@ -86,8 +87,9 @@ class EpisodicMemory:
         k: neighbours averaged in ``knn`` mode.
         seed: seed of the projection matrix.
         tolerance: largest Euclidean key distance that counts as equal in ``exact`` mode.
-        merge_ratio: a level is merged into its predecessor once it holds at least
-            1 / merge_ratio of the predecessor's entries (larger: fewer rebuilds, more levels).
+        merge_ratio: growth factor between level capacities (larger: fewer levels to query,
+            more rebuilds per entry).
+        base_level_size: capacity of level 0 is ``base_level_size * merge_ratio``.
         evict_fraction: share of the capacity evicted at once when a table overflows.
         leafsize: cKDTree leaf size.
     """
@@ -95,7 +97,7 @@ class EpisodicMemory:
     def __init__(self, num_actions: int, obs_shape: Sequence[int], key_dim: int = 4,
                  capacity: int = 5_000_000, match: str = "exact", k: int = 1, seed: int = 123456,
                  tolerance: float = 1e-5, merge_ratio: float = 4.0, evict_fraction: float = 0.01,
-                 leafsize: int = 32):
+                 leafsize: int = 64, base_level_size: int = 1024):
         if int(num_actions) < 1:
             raise ValueError(f"num_actions must be >= 1, got {num_actions}")
         if int(key_dim) < 1:
@@ -108,6 +110,8 @@ class EpisodicMemory:
             raise ValueError(f"k must be >= 1, got {k}")
         if not tolerance >= 0:
             raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+        if int(base_level_size) < 1:
+            raise ValueError(f"base_level_size must be >= 1, got {base_level_size}")
         if not merge_ratio > 1:
             raise ValueError(f"merge_ratio must be > 1, got {merge_ratio}")
         if not 0 < evict_fraction <= 1:
@@ -121,6 +125,7 @@ class EpisodicMemory:
         self.seed = seed
         self.tolerance = float(tolerance)
         self.merge_ratio = float(merge_ratio)
+        self.base_level_size = int(base_level_size)
         self.evict_fraction = float(evict_fraction)
         self.leafsize = int(leafsize)
         # cKDTree accepts neighbours strictly closer than the bound; equal keys are at 0.
@@ -128,7 +133,7 @@ class EpisodicMemory:
         obs_dim = int(math.prod(self.obs_shape))
         gaussian = np.random.default_rng(seed).normal(0.0, 1.0 / math.sqrt(self.key_dim), (obs_dim, self.key_dim))
         self.projection = np.round(gaussian * _PROJECTION_SCALE) / _PROJECTION_SCALE
-        self.levels: list[_Level] = []
+        self.levels: list[_Level | None] = []  # index = level; None = empty level
         self.counts = np.zeros(self.num_actions, dtype=np.int64)
         self.clock = 0
         self.rebuild_seconds = 0.0  # total time spent building trees
@@ -176,8 +181,10 @@ class EpisodicMemory:
         """(level index, entry index) of the live entry equal to each point; -1 where none."""
         level_of = np.full(len(points), -1, dtype=np.int64)
         entry_of = np.full(len(points), -1, dtype=np.int64)
-        for level_index, level in enumerate(self.levels):
-            distance, entry = level.tree.query(points, k=1, distance_upper_bound=self._exact_bound)
+        for level_index, level in self._live_levels():
+            # Big batches (episode writes) use every core; a training batch stays on one.
+            workers = -1 if len(points) >= 256 else 1
+            distance, entry = level.tree.query(points, k=1, distance_upper_bound=self._exact_bound, workers=workers)
             hit = np.isfinite(distance)
             hit[hit] = level.alive[entry[hit]]
             level_of[hit] = level_index
@@ -189,13 +196,13 @@ class EpisodicMemory:
         keys, actions = self._check_batch(keys, actions)
         values = np.zeros(len(keys), dtype=np.float32)
         found = np.zeros(len(keys), dtype=bool)
-        if not self.levels or len(keys) == 0:
+        if not any(self.levels) or len(keys) == 0:
             return values, found
         self.clock += 1
         points = self._points(keys, actions)
         if self.match == "exact":
             level_of, entry_of = self._find_exact(points)
-            for level_index, level in enumerate(self.levels):
+            for level_index, level in self._live_levels():
                 rows = np.flatnonzero(level_of == level_index)
                 if rows.size:
                     values[rows] = level.values[entry_of[rows]]
@@ -207,7 +214,7 @@ class EpisodicMemory:
     def _lookup_knn(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         k = self.k
         candidate_distance, candidate_value, candidate_ref = [], [], []
-        for level_index, level in enumerate(self.levels):
+        for level_index, level in self._live_levels():
             kk = min(k, len(level))
             distance, entry = level.tree.query(points, k=kk, distance_upper_bound=ACTION_SEPARATION / 2)
             distance, entry = distance.reshape(len(points), kk), entry.reshape(len(points), kk)
@@ -229,7 +236,7 @@ class EpisodicMemory:
         count = used.sum(axis=1)
         found = count > 0
         values = np.where(found, np.where(used, value, 0.0).sum(axis=1) / np.maximum(count, 1), 0.0)
-        for level_index, level in enumerate(self.levels):
+        for level_index, level in self._live_levels():
             touched = ref[used & (ref >> 40 == level_index)] & ((1 << 40) - 1)
             level.last_used[touched] = self.clock
         return values.astype(np.float32), found
@@ -249,7 +256,7 @@ class EpisodicMemory:
         np.maximum.at(best, inverse, returns)
         # Both match modes deduplicate on the exact key, as the original's write does.
         level_of, entry_of = self._find_exact(unique_points)
-        for level_index, level in enumerate(self.levels):
+        for level_index, level in self._live_levels():
             rows = np.flatnonzero(level_of == level_index)
             if rows.size:
                 entries = entry_of[rows]
@@ -259,17 +266,45 @@ class EpisodicMemory:
         if new.any():
             self._insert(unique_points[new], best[new])
 
+    def _live_levels(self) -> list[tuple[int, _Level]]:
+        return [(index, level) for index, level in enumerate(self.levels) if level is not None]
+
     def _insert(self, points: np.ndarray, values: np.ndarray) -> None:
         new_actions = np.rint(points[:, -1] / ACTION_SEPARATION).astype(np.int64)
         self.counts += np.bincount(new_actions, minlength=self.num_actions)
-        self._append_level(points, values, np.full(len(points), self.clock, dtype=np.uint32))
+        self._add_run(points, values, np.full(len(points), self.clock, dtype=np.uint32))
         for action in np.flatnonzero(self.counts > self.capacity):
             self._evict(int(action))
-        self._compact()
+        self._compact_dead_levels()
 
-    def _append_level(self, points: np.ndarray, values: np.ndarray, last_used: np.ndarray) -> None:
+    def _level_capacity(self, level: int) -> float:
+        return self.base_level_size * self.merge_ratio ** (level + 1)
+
+    def _add_run(self, points: np.ndarray, values: np.ndarray, last_used: np.ndarray) -> None:
+        """Merge new entries into level 0, carrying into higher levels while they overflow."""
+        parts = [(points, values, last_used)]
+        total = len(points)
+        level = 0
+        while True:
+            if level == len(self.levels):
+                self.levels.append(None)
+            existing = self.levels[level]
+            if existing is not None:
+                parts.append((existing.points[existing.alive], existing.values[existing.alive],
+                              existing.last_used[existing.alive]))
+                total += existing.num_alive
+                self.levels[level] = None
+            if total <= self._level_capacity(level):
+                break
+            level += 1
+        self._build(level, parts)
+
+    def _build(self, level: int, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
         start = time.perf_counter()
-        self.levels.append(_Level(points, values, last_used, self.leafsize))
+        points = np.concatenate([p for p, _, _ in parts]) if len(parts) > 1 else parts[0][0]
+        values = np.concatenate([v for _, v, _ in parts]) if len(parts) > 1 else parts[0][1]
+        clocks = np.concatenate([c for _, _, c in parts]) if len(parts) > 1 else parts[0][2]
+        self.levels[level] = _Level(points, values, clocks, self.leafsize) if len(points) else None
         self.rebuild_seconds += time.perf_counter() - start
 
     def _evict(self, action: int) -> None:
@@ -277,13 +312,13 @@ class EpisodicMemory:
         excess = int(self.counts[action] - self.capacity)
         amount = min(max(excess, math.ceil(self.evict_fraction * self.capacity)), int(self.counts[action]))
         owners, clocks = [], []
-        for level_index, level in enumerate(self.levels):
+        for level_index, level in self._live_levels():
             entries = np.flatnonzero(level.alive & (level.points[:, -1] == action * ACTION_SEPARATION))
             owners.append(np.stack([np.full(len(entries), level_index), entries], axis=1))
             clocks.append(level.last_used[entries])
         owner = np.concatenate(owners)
         clock = np.concatenate(clocks)
-        # Stable order among equal clocks: older levels (earlier inserts) go first.
+        # Stable order among equal clocks: lower levels (more recent writes) last.
         oldest = np.argsort(clock, kind="stable")[:amount]
         for level_index, entry in owner[oldest]:
             level = self.levels[level_index]
@@ -291,32 +326,12 @@ class EpisodicMemory:
             level.num_alive -= 1
         self.counts[action] -= amount
 
-    def _compact(self) -> None:
-        """Merge small levels into bigger ones and drop levels that are mostly evicted."""
-        merged = True
-        while merged:
-            merged = False
-            for index, level in enumerate(self.levels):
-                if level.num_alive * 2 < len(level):  # mostly dead: rebuild it alone
-                    self._merge(index, index + 1)
-                    merged = True
-                    break
-            if merged:
-                continue
-            if len(self.levels) >= 2 and self.levels[-2].num_alive <= self.merge_ratio * self.levels[-1].num_alive:
-                self._merge(len(self.levels) - 2, len(self.levels))
-                merged = True
-
-    def _merge(self, first: int, stop: int) -> None:
-        parts = self.levels[first:stop]
-        points = np.concatenate([p.points[p.alive] for p in parts])
-        values = np.concatenate([p.values[p.alive] for p in parts])
-        last_used = np.concatenate([p.last_used[p.alive] for p in parts])
-        del self.levels[first:stop]
-        if len(points):
-            start = time.perf_counter()
-            self.levels.insert(first, _Level(points, values, last_used, self.leafsize))
-            self.rebuild_seconds += time.perf_counter() - start
+    def _compact_dead_levels(self) -> None:
+        """Rebuild a level once most of its entries were evicted (queries stay tight)."""
+        for index, level in self._live_levels():
+            if level.num_alive * 2 < len(level):
+                self._build(index, [(level.points[level.alive], level.values[level.alive],
+                                     level.last_used[level.alive])])
 
     def add_episode(self, keys: np.ndarray, actions: np.ndarray, rewards: np.ndarray, gamma: float) -> np.ndarray:
         """Write one finished episode: discounted returns computed backwards, then ``write``.
@@ -339,13 +354,17 @@ class EpisodicMemory:
         return int(self.counts.sum())
 
     def nbytes(self) -> int:
-        return sum(level.nbytes() for level in self.levels) + self.counts.nbytes
+        return sum(level.nbytes() for _, level in self._live_levels()) + self.counts.nbytes
 
     def entries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """All live entries as (keys float32, actions, values, last_used) arrays."""
-        points = np.concatenate([lv.points[lv.alive] for lv in self.levels]) if self.levels else np.zeros((0, self.key_dim + 1))
-        values = np.concatenate([lv.values[lv.alive] for lv in self.levels]) if self.levels else np.zeros(0, np.float32)
-        clocks = np.concatenate([lv.last_used[lv.alive] for lv in self.levels]) if self.levels else np.zeros(0, np.uint32)
+        levels = [level for _, level in self._live_levels()]
+        if not levels:
+            return (np.zeros((0, self.key_dim), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32),
+                    np.zeros(0, np.uint32))
+        points = np.concatenate([level.points[level.alive] for level in levels])
+        values = np.concatenate([level.values[level.alive] for level in levels])
+        clocks = np.concatenate([level.last_used[level.alive] for level in levels])
         actions = np.rint(points[:, -1] / ACTION_SEPARATION).astype(np.int64)
         return points[:, :-1].astype(np.float32), actions, values, clocks
 
@@ -360,7 +379,8 @@ class EpisodicMemory:
         self.levels = []
         self.counts = np.bincount(state["actions"], minlength=self.num_actions).astype(np.int64)
         if len(state["keys"]):
-            self._append_level(self._points(state["keys"], state["actions"]), state["values"], state["last_used"])
+            self._add_run(self._points(state["keys"], state["actions"]), np.asarray(state["values"], np.float32),
+                          np.asarray(state["last_used"], np.uint32))
         self.clock = int(state["clock"])
         self.rebuild_seconds = float(state["rebuild_seconds"])
 

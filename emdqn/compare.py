@@ -1,0 +1,282 @@
+"""Compare runs offline: learning curves with bootstrap bands, and a Markdown table.
+
+    python -m emdqn.compare multirun/2026-11-25/10-00-00           # a multirun folder
+    python -m emdqn.compare outputs/a outputs/b --by memory.lambda --threshold 18
+
+Every folder below the given paths that holds a ``config.yaml`` is a run. Runs are grouped
+by the keys that differ between them (``--by`` to choose; ``memory.lambda`` when nothing
+differs), seeds within a group are aggregated:
+
+* curve: the return of finished games (``charts/episodic_return``) smoothed over the last
+  ``--window`` games and read on a common grid of env steps; the band is a 95% bootstrap
+  confidence interval of the mean over seeds;
+* final return: the last ``eval/episodic_return`` of each run if every run of the group
+  has one, else the mean of its last ``--window`` games;
+* AUC: the mean of the smoothed curve over the grid (area under the curve / steps);
+* steps to threshold: the first env step where a run's smoothed curve reaches
+  ``--threshold`` (default: 90% of the way from the lowest to the highest final return).
+
+Each statistic comes with a 95% bootstrap interval over seeds and the number of seeds.
+Runs that are missing, half-written or unreadable are listed and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from omegaconf import OmegaConf
+
+RETURN_KEY = "charts/episodic_return"
+EVAL_KEY = "eval/episodic_return"
+# Keys that differ between runs without defining an experimental condition.
+NOT_CONDITIONS = ("seed", "name", "resume", "allow_config_change", "trainer.", "logger.", "checkpoint.", "hydra.")
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict[str, Any]
+    steps: np.ndarray
+    returns: np.ndarray
+    eval_return: float | None
+    group: tuple = field(default=())
+
+
+def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value if not isinstance(value, list) else str(value)
+    return flat
+
+
+def load_run(path: Path) -> Run:
+    """Read one run folder; ValueError says why it cannot be used."""
+    config_file, metrics_file = path / "config.yaml", path / "metrics.csv"
+    if not metrics_file.exists():
+        raise ValueError("no metrics.csv")
+    try:
+        config = flatten(OmegaConf.to_container(OmegaConf.load(config_file), resolve=False))
+    except Exception as error:
+        raise ValueError(f"unreadable config.yaml ({error})") from None
+    steps, returns, eval_return = [], [], None
+    try:
+        with metrics_file.open(newline="") as file:
+            for row in csv.DictReader(file):
+                if row.get(RETURN_KEY):
+                    steps.append(float(row["step"]))
+                    returns.append(float(row[RETURN_KEY]))
+                if row.get(EVAL_KEY):
+                    eval_return = float(row[EVAL_KEY])
+    except (csv.Error, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"unreadable metrics.csv ({error})") from None
+    if not returns:
+        raise ValueError(f"no {RETURN_KEY} rows (no finished game yet)")
+    return Run(path, config, np.asarray(steps), np.asarray(returns), eval_return)
+
+
+def find_runs(paths: Sequence[Path]) -> tuple[list[Run], list[tuple[Path, str]]]:
+    runs, skipped = [], []
+    for root in paths:
+        if not root.exists():
+            skipped.append((root, "does not exist"))
+            continue
+        candidates = sorted({p.parent for p in root.rglob("config.yaml") if ".hydra" not in p.parts}
+                            | {p.parent for p in root.rglob("metrics.csv")})
+        if not candidates:
+            skipped.append((root, "no run folder (config.yaml) inside"))
+        for folder in candidates:
+            if not (folder / "config.yaml").exists():
+                skipped.append((folder, "no config.yaml"))
+                continue
+            try:
+                runs.append(load_run(folder))
+            except ValueError as reason:
+                skipped.append((folder, str(reason)))
+    return runs, skipped
+
+
+def condition_keys(runs: Sequence[Run]) -> list[str]:
+    keys = sorted({key for run in runs for key in run.config})
+    differing = [key for key in keys
+                 if len({repr(run.config.get(key)) for run in runs}) > 1
+                 and not any(key == k or key.startswith(k) for k in NOT_CONDITIONS)]
+    # A key that splits the runs exactly as a kept one does (beta follows lambda) adds nothing.
+    differing.sort(key=lambda key: key != "memory.lambda")
+    kept, partitions = [], []
+    for key in differing:
+        partition = _partition(runs, key)
+        if partition not in partitions:
+            kept.append(key)
+            partitions.append(partition)
+    return kept or ["memory.lambda"]
+
+
+def _partition(runs: Sequence[Run], key: str) -> frozenset:
+    groups: dict[str, set[int]] = {}
+    for index, run in enumerate(runs):
+        groups.setdefault(repr(run.config.get(key)), set()).add(index)
+    return frozenset(frozenset(members) for members in groups.values())
+
+
+def smoothed_curve(run: Run, grid: np.ndarray, window: int) -> np.ndarray:
+    """Mean of the last ``window`` game returns, read at each grid step (NaN before the first)."""
+    cumulative = np.cumsum(np.insert(run.returns, 0, 0.0))
+    counts = np.arange(1, len(run.returns) + 1)
+    start = np.maximum(counts - window, 0)
+    running = (cumulative[counts] - cumulative[start]) / (counts - start)
+    index = np.searchsorted(run.steps, grid, side="right") - 1
+    return np.where(index >= 0, running[np.clip(index, 0, None)], np.nan)
+
+
+def bootstrap_interval(values: np.ndarray, rng: np.random.Generator, samples: int = 2000) -> tuple[float, float]:
+    """95% percentile bootstrap interval of the mean (ignoring NaN); a single seed gives a point."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return math.nan, math.nan
+    if len(values) == 1:
+        return float(values[0]), float(values[0])
+    means = rng.choice(values, size=(samples, len(values)), replace=True).mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def final_return(run: Run, use_eval: bool, window: int) -> float:
+    return run.eval_return if use_eval else float(np.mean(run.returns[-window:]))
+
+
+def steps_to_threshold(curve: np.ndarray, grid: np.ndarray, threshold: float) -> float:
+    reached = np.flatnonzero(np.nan_to_num(curve, nan=-np.inf) >= threshold)
+    return float(grid[reached[0]]) if len(reached) else math.inf
+
+
+def group_label(keys: Sequence[str], values: tuple) -> str:
+    short = [key.split(".")[-1] for key in keys]
+    return ", ".join(f"{name}={value}" for name, value in zip(short, values))
+
+
+def compare(paths: Sequence[Path], out_dir: Path, by: Sequence[str] | None = None, window: int = 10,
+            threshold: float | None = None, points: int = 100, seed: int = 0) -> dict[str, Any]:
+    """Write ``comparison.png`` and ``comparison.md`` into ``out_dir``; returns the table rows."""
+    runs, skipped = find_runs(paths)
+    for folder, reason in skipped:
+        print(f"skipped {folder}: {reason}", file=sys.stderr)
+    if not runs:
+        raise SystemExit("no usable run found in " + ", ".join(map(str, paths)))
+    keys = list(by) if by else condition_keys(runs)
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        run.group = tuple(run.config.get(key) for key in keys)
+        groups.setdefault(run.group, []).append(run)
+    horizon = min(run.steps[-1] for run in runs)
+    grid = np.linspace(horizon / points, horizon, points)
+    rng = np.random.default_rng(seed)
+    curves = {group: np.stack([smoothed_curve(run, grid, window) for run in members])
+              for group, members in groups.items()}
+    finals = {group: np.array([final_return(run, all(r.eval_return is not None for r in members), window)
+                               for run in members]) for group, members in groups.items()}
+    if threshold is None:
+        low = min(values.mean() for values in finals.values())
+        high = max(values.mean() for values in finals.values())
+        threshold = low + 0.9 * (high - low)
+    rows = []
+    for group in sorted(groups, key=lambda g: tuple(str(v) for v in g)):
+        members = groups[group]
+        auc = np.nanmean(curves[group], axis=1)
+        reach = np.array([steps_to_threshold(curve, grid, threshold) for curve in curves[group]])
+        rows.append({
+            "group": group_label(keys, group), "seeds": len(members),
+            "final": (float(finals[group].mean()), bootstrap_interval(finals[group], rng)),
+            "auc": (float(np.nanmean(auc)), bootstrap_interval(auc, rng)),
+            "reach": (float(np.mean(reach)) if np.isfinite(reach).all() else math.inf,
+                      bootstrap_interval(reach, rng) if np.isfinite(reach).all() else (math.inf, math.inf),
+                      int(np.isfinite(reach).sum())),
+            "final_source": "eval" if all(r.eval_return is not None for r in members) else f"last {window} games",
+        })
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_curves(out_dir / "comparison.png", grid, curves, groups, keys, rng)
+    write_table(out_dir / "comparison.md", rows, keys, threshold, horizon, skipped)
+    return {"rows": rows, "threshold": threshold, "keys": keys, "skipped": skipped}
+
+
+def plot_curves(path: Path, grid: np.ndarray, curves: dict, groups: dict, keys: Sequence[str],
+                rng: np.random.Generator) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for group in sorted(curves, key=lambda g: tuple(str(v) for v in g)):
+        curve = curves[group]
+        counts = np.isfinite(curve).sum(axis=0)
+        mean = np.where(counts > 0, np.nansum(curve, axis=0) / np.maximum(counts, 1), np.nan)
+        band = np.array([bootstrap_interval(curve[:, i], rng, samples=500) for i in range(len(grid))])
+        label = f"{group_label(keys, group)} (n={len(groups[group])})"
+        line, = axis.plot(grid, mean, label=label)
+        axis.fill_between(grid, band[:, 0], band[:, 1], color=line.get_color(), alpha=0.2, linewidth=0)
+    axis.set_xlabel("env steps")
+    axis.set_ylabel("episodic return (smoothed)")
+    axis.set_title("Return vs env steps: mean over seeds, 95% bootstrap CI")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def _interval(value: float, interval: tuple[float, float], integer: bool = False) -> str:
+    if not math.isfinite(value):
+        return "not reached"
+    form = "{:,.0f}" if integer else "{:.2f}"
+    return f"{form.format(value)} [{form.format(interval[0])}, {form.format(interval[1])}]"
+
+
+def write_table(path: Path, rows: list[dict], keys: Sequence[str], threshold: float, horizon: float,
+                skipped: list[tuple[Path, str]]) -> None:
+    lines = [f"# Comparison by {', '.join(keys)}", "",
+             f"Curves read up to {horizon:,.0f} env steps (the shortest run). Brackets: 95% bootstrap CI over seeds.",
+             "", f"| group | seeds | final return | AUC (mean return) | steps to {threshold:.2f} | final from |",
+             "|---|---|---|---|---|---|"]
+    for row in rows:
+        reach_value, reach_interval, reached = row["reach"]
+        reach = _interval(reach_value, reach_interval, integer=True)
+        if reached < row["seeds"]:
+            reach = f"not reached by {row['seeds'] - reached} of {row['seeds']}"
+        lines.append(f"| {row['group']} | {row['seeds']} | {_interval(*row['final'])} | {_interval(*row['auc'])} "
+                     f"| {reach} | {row['final_source']} |")
+    if skipped:
+        lines += ["", "Skipped:", ""] + [f"- `{folder}`: {reason}" for folder, reason in skipped]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m emdqn.compare", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="+", type=Path, help="multirun folders or run folders")
+    parser.add_argument("--by", action="append", help="config key to group by (repeatable)")
+    parser.add_argument("--out", type=Path, help="output folder (default: the single path given, else .)")
+    parser.add_argument("--window", type=int, default=10, help="games in the smoothing window")
+    parser.add_argument("--threshold", type=float, help="return for 'steps to threshold'")
+    args = parser.parse_args(argv)
+    if args.window < 1:
+        parser.error(f"--window={args.window} is not allowed: an integer >= 1")
+    out_dir = args.out or (args.paths[0] if len(args.paths) == 1 and args.paths[0].is_dir() else Path("."))
+    result = compare(args.paths, out_dir, by=args.by, window=args.window, threshold=args.threshold)
+    print((out_dir / "comparison.md").read_text())
+    print(f"wrote {out_dir / 'comparison.png'} and {out_dir / 'comparison.md'} "
+          f"({sum(r['seeds'] for r in result['rows'])} runs in {len(result['rows'])} groups)")
+
+
+if __name__ == "__main__":
+    main()
