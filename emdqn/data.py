@@ -71,7 +71,8 @@ class EMDQNDataModule(pl.LightningDataModule):
         self.episode_rewards: list[float] = []
         self.obs: np.ndarray | None = None
         self.hit_window: deque[tuple[int, int, float]] = deque(maxlen=memory_cfg.hit_rate_window)
-        self.stop_requested = False
+        self.stop_requested = False  # a signal: stop, checkpoint, resume later
+        self.solved_at_step: int | None = None  # eval.stop_at_return reached: the run is complete
         self.learning_resumes_at = 0
         self._interval_start = (time.perf_counter(), 0)
 
@@ -160,7 +161,7 @@ class EMDQNDataModule(pl.LightningDataModule):
         """
         network = self.trainer.lightning_module.q_network if self.trainer is not None else None
         agent = self.agent
-        while self.env_steps < agent.total_steps and not self.stop_requested:
+        while self.env_steps < agent.total_steps and not self.stop_requested and self.solved_at_step is None:
             self.play_step(network)
             self._report_progress()
             if (self.env_steps % agent.train_freq == 0 and self.env_steps >= agent.learning_starts

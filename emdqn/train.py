@@ -7,7 +7,7 @@ import math
 import signal
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
@@ -113,11 +113,13 @@ class _GracefulStop:
             signal.signal(signum, handler)
 
 
-def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequence[str] | None = None) -> float:
+def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequence[str] | None = None,
+          before_fit: Callable[[EMDQNModule, EMDQNDataModule], None] | None = None) -> float:
     """Train one run; returns the final greedy evaluation return (or the recent training return).
 
     ``run_dir`` defaults to Hydra's output folder; ``cfg.resume`` (a run folder) continues
-    that run instead, from its last checkpoint.
+    that run instead, from its last checkpoint. ``before_fit(module, datamodule)`` runs
+    once everything is built (benchmarks use it to pre-fill the memory).
     """
     hydra_dir, hydra_overrides, sweep_dir = hydra_context()
     overrides = list(overrides) if overrides is not None else hydra_overrides
@@ -148,6 +150,8 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequenc
     if state is not None:
         restore(state, module, datamodule)
         log.info("Resumed %s at env step %s", run_path, f"{datamodule.env_steps:,}")
+    if before_fit is not None:
+        before_fit(module, datamodule)
 
     loggers: list[Any] = []
     if cfg.logger.csv:
@@ -227,7 +231,13 @@ class PeriodicWork(pl.Callback):
         if every_eval and self.cfg.eval.episodes and step // every_eval > self.last_step // every_eval:
             returns = evaluate(module.q_network, self.cfg.env, self.cfg.eval.episodes, self.cfg.eval.epsilon,
                                seed=self.cfg.seed + 10_000 + step)
-            log_metrics(trainer.loggers, {"eval/episodic_return": float(np.mean(returns))}, step)
+            mean = float(np.mean(returns))
+            log_metrics(trainer.loggers, {"eval/episodic_return": mean}, step)
+            target = self.cfg.eval.get("stop_at_return")
+            if target is not None and mean >= target:
+                log.info("Evaluation return %.2f reached eval.stop_at_return=%s at env step %s: done",
+                         mean, target, f"{step:,}")
+                datamodule.solved_at_step = step
         self.last_step = step
 
 
