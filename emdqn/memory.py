@@ -28,7 +28,12 @@ How it differs from the original code, and why:
   1e12 away and is never accepted. Capacity and LRU stay per action, as in the original's
   one table per action.
 * **Trees never alias written arrays.** A level's points are never written after its tree
-  is built; values, LRU clocks and liveness live in separate arrays.
+  is built; values and LRU clocks (0 = evicted) live in separate arrays.
+* **Duplicate checks by hash.** A write finds stored (key, action) pairs by a binary search
+  over each level's sorted 32-bit hashes of the exact key bytes, not a tree query per key.
+  Keys of uint8 observations are bit-exact (above), so this is the exact-match rule; keys
+  that differ by less than ``tolerance`` without being identical are stored separately
+  and a lookup returns the nearest.
 * **LRU without an O(capacity) scan per insert.** When an action's table overflows, its
   least-recently-used entries are evicted in one vectorized pass that takes out at least
   ``evict_fraction`` of the capacity, so the scan is paid once per many inserts.
@@ -49,28 +54,50 @@ ACTION_SEPARATION = 1e12
 _PROJECTION_SCALE = 2.0 ** 16
 
 
-class _Level:
-    """An immutable cKDTree over points, with mutable values, LRU clocks and liveness."""
+def _hash_points(points: np.ndarray) -> np.ndarray:
+    """A 32-bit hash of each row's exact float64 bytes (for duplicate checks on write)."""
+    words = np.ascontiguousarray(points, dtype=np.float64).view(np.uint64)
+    h = np.full(len(words), 0x9E3779B97F4A7C15, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for column in range(words.shape[1]):
+            h ^= words[:, column]
+            h *= np.uint64(0xBF58476D1CE4E5B9)
+            h ^= h >> np.uint64(31)
+    return (h >> np.uint64(32)).astype(np.uint32)
 
-    __slots__ = ("points", "tree", "values", "last_used", "alive", "num_alive")
+
+class _Level:
+    """An immutable cKDTree over points, with mutable values and LRU clocks.
+
+    Entries are stored in the order of their hash, so ``hashes`` is sorted and a duplicate
+    check is a binary search. A clock of 0 marks an evicted entry (clocks start at 1).
+    """
+
+    __slots__ = ("points", "tree", "values", "last_used", "hashes", "num_alive")
 
     def __init__(self, points: np.ndarray, values: np.ndarray, last_used: np.ndarray, leafsize: int):
-        self.points = np.ascontiguousarray(points, dtype=np.float64)
+        hashes = _hash_points(points)
+        order = np.argsort(hashes, kind="stable")
+        self.hashes = hashes[order]
+        self.points = np.ascontiguousarray(np.asarray(points, dtype=np.float64)[order])
         # copy_data=False is safe: self.points is never written after this line.
         self.tree = cKDTree(self.points, leafsize=leafsize, compact_nodes=False, balanced_tree=False,
                             copy_data=False)
-        self.values = np.asarray(values, dtype=np.float32).copy()
-        self.last_used = np.asarray(last_used, dtype=np.uint32).copy()
-        self.alive = np.ones(len(self.points), dtype=bool)
-        self.num_alive = len(self.points)
+        self.values = np.asarray(values, dtype=np.float32)[order]
+        self.last_used = np.asarray(last_used, dtype=np.uint32)[order]
+        self.num_alive = int(np.count_nonzero(self.last_used))
+
+    @property
+    def alive(self) -> np.ndarray:
+        return self.last_used != 0
 
     def __len__(self) -> int:
         return len(self.points)
 
     def nbytes(self) -> int:
-        node_bytes = self.tree.size * 72  # ckdtreenode: 3 int64 indices, split, 2 children, level
+        node_bytes = self.tree.size * 72  # ckdtreenode: 9 eight-byte fields
         return (self.points.nbytes + self.tree.indices.nbytes + node_bytes + self.values.nbytes
-                + self.last_used.nbytes + self.alive.nbytes)
+                + self.last_used.nbytes + self.hashes.nbytes)
 
 
 class EpisodicMemory:
@@ -186,9 +213,34 @@ class EpisodicMemory:
             workers = -1 if len(points) >= 256 else 1
             distance, entry = level.tree.query(points, k=1, distance_upper_bound=self._exact_bound, workers=workers)
             hit = np.isfinite(distance)
-            hit[hit] = level.alive[entry[hit]]
+            hit[hit] = level.last_used[entry[hit]] != 0
             level_of[hit] = level_index
             entry_of[hit] = entry[hit]
+        return level_of, entry_of
+
+    def _find_equal(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Like ``_find_exact`` for bit-identical points, by binary search on hashes.
+
+        Writes check every level for duplicates; a hash search costs a fraction of a tree
+        query, which keeps episode writes cheap on tables of millions of entries.
+        """
+        level_of = np.full(len(points), -1, dtype=np.int64)
+        entry_of = np.full(len(points), -1, dtype=np.int64)
+        hashes = _hash_points(points)
+        for level_index, level in self._live_levels():
+            position = np.searchsorted(level.hashes, hashes)
+            pending = np.arange(len(points))
+            while pending.size:  # walk runs of equal hashes (collisions are rare)
+                candidate = position[pending]
+                inside = candidate < len(level)
+                pending, candidate = pending[inside], candidate[inside]
+                same_hash = level.hashes[candidate] == hashes[pending]
+                pending, candidate = pending[same_hash], candidate[same_hash]
+                equal = (level.points[candidate] == points[pending]).all(axis=1) & (level.last_used[candidate] != 0)
+                level_of[pending[equal]] = level_index
+                entry_of[pending[equal]] = candidate[equal]
+                pending = pending[~equal]
+                position[pending] += 1
         return level_of, entry_of
 
     def lookup(self, keys: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -220,7 +272,7 @@ class EpisodicMemory:
             distance, entry = distance.reshape(len(points), kk), entry.reshape(len(points), kk)
             valid = np.isfinite(distance)
             safe_entry = np.where(valid, entry, 0)
-            valid &= level.alive[safe_entry]
+            valid &= level.last_used[safe_entry] != 0
             candidate_distance.append(np.where(valid, distance, np.inf))
             candidate_value.append(level.values[safe_entry])
             candidate_ref.append(np.where(valid, level_index * (1 << 40) + safe_entry, -1))
@@ -255,7 +307,7 @@ class EpisodicMemory:
         best = np.full(len(unique_points), -np.inf)
         np.maximum.at(best, inverse, returns)
         # Both match modes deduplicate on the exact key, as the original's write does.
-        level_of, entry_of = self._find_exact(unique_points)
+        level_of, entry_of = self._find_equal(unique_points)
         for level_index, level in self._live_levels():
             rows = np.flatnonzero(level_of == level_index)
             if rows.size:
@@ -290,8 +342,8 @@ class EpisodicMemory:
                 self.levels.append(None)
             existing = self.levels[level]
             if existing is not None:
-                parts.append((existing.points[existing.alive], existing.values[existing.alive],
-                              existing.last_used[existing.alive]))
+                alive = existing.alive
+                parts.append((existing.points[alive], existing.values[alive], existing.last_used[alive]))
                 total += existing.num_alive
                 self.levels[level] = None
             if total <= self._level_capacity(level):
@@ -322,7 +374,7 @@ class EpisodicMemory:
         oldest = np.argsort(clock, kind="stable")[:amount]
         for level_index, entry in owner[oldest]:
             level = self.levels[level_index]
-            level.alive[entry] = False
+            level.last_used[entry] = 0
             level.num_alive -= 1
         self.counts[action] -= amount
 
@@ -330,8 +382,8 @@ class EpisodicMemory:
         """Rebuild a level once most of its entries were evicted (queries stay tight)."""
         for index, level in self._live_levels():
             if level.num_alive * 2 < len(level):
-                self._build(index, [(level.points[level.alive], level.values[level.alive],
-                                     level.last_used[level.alive])])
+                alive = level.alive
+                self._build(index, [(level.points[alive], level.values[alive], level.last_used[alive])])
 
     def add_episode(self, keys: np.ndarray, actions: np.ndarray, rewards: np.ndarray, gamma: float) -> np.ndarray:
         """Write one finished episode: discounted returns computed backwards, then ``write``.
@@ -362,9 +414,10 @@ class EpisodicMemory:
         if not levels:
             return (np.zeros((0, self.key_dim), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32),
                     np.zeros(0, np.uint32))
-        points = np.concatenate([level.points[level.alive] for level in levels])
-        values = np.concatenate([level.values[level.alive] for level in levels])
-        clocks = np.concatenate([level.last_used[level.alive] for level in levels])
+        alive = [level.alive for level in levels]
+        points = np.concatenate([level.points[mask] for level, mask in zip(levels, alive)])
+        values = np.concatenate([level.values[mask] for level, mask in zip(levels, alive)])
+        clocks = np.concatenate([level.last_used[mask] for level, mask in zip(levels, alive)])
         actions = np.rint(points[:, -1] / ACTION_SEPARATION).astype(np.int64)
         return points[:, :-1].astype(np.float32), actions, values, clocks
 

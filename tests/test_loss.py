@@ -127,3 +127,16 @@ def test_epsilon_schedule_of_the_original():
     assert schedule(10_000_000) == pytest.approx(0.01)
     with pytest.raises(ValueError, match="increase"):
         PiecewiseLinearSchedule([[10, 1.0], [5, 0.1]])
+
+
+@pytest.mark.parametrize("name", ["mlp", "nature_cnn"])
+def test_compiled_and_eager_networks_agree(name):
+    """model.compile=true must not change what is computed (inductor on CPU)."""
+    torch.manual_seed(0)
+    if name == "mlp":
+        network, obs = MLP((8,), 3, hidden_sizes=(16, 16)), torch.randn(5, 8)
+    else:
+        network, obs = NatureCNN((4, 84, 84), 6), torch.randint(0, 256, (5, 4, 84, 84), dtype=torch.uint8)
+    compiled = torch.compile(network)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(obs), network(obs), rtol=1e-4, atol=1e-5)
