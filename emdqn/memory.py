@@ -227,9 +227,13 @@ class EpisodicMemory:
         level_of = np.full(len(points), -1, dtype=np.int64)
         entry_of = np.full(len(points), -1, dtype=np.int64)
         hashes = _hash_points(points)
-        for level_index, level in self._live_levels():
-            position = np.searchsorted(level.hashes, hashes)
-            pending = np.arange(len(points))
+        # Largest level first: it holds most entries, so most hits end the search early.
+        for level_index, level in reversed(self._live_levels()):
+            pending = np.flatnonzero(level_of < 0)  # a (key, action) is stored once at most
+            if not pending.size:
+                break
+            position = np.zeros(len(points), dtype=np.int64)
+            position[pending] = np.searchsorted(level.hashes, hashes[pending])
             while pending.size:  # walk runs of equal hashes (collisions are rare)
                 candidate = position[pending]
                 inside = candidate < len(level)
@@ -253,7 +257,12 @@ class EpisodicMemory:
         self.clock += 1
         points = self._points(keys, actions)
         if self.match == "exact":
-            level_of, entry_of = self._find_exact(points)
+            # Bit-identical keys (the usual case: lookups use the keys that were written)
+            # are found by hash; only the rest go through the trees' tolerance search.
+            level_of, entry_of = self._find_equal(points)
+            missing = np.flatnonzero(level_of < 0)
+            if self.tolerance > 0 and missing.size:
+                level_of[missing], entry_of[missing] = self._find_exact(points[missing])
             for level_index, level in self._live_levels():
                 rows = np.flatnonzero(level_of == level_index)
                 if rows.size:
