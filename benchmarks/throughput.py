@@ -35,7 +35,7 @@ import torch
 from _common import compose_config, quiet_logs
 
 from emdqn.envs import make_env
-from emdqn.module import clip_grad_norm_per_tensor, emdqn_loss
+from emdqn.module import build_optimizer, clip_grad_norm_per_tensor, emdqn_loss
 from emdqn.networks import build_q_network
 from emdqn.train import train
 
@@ -62,7 +62,7 @@ def learner_bound_sps(overrides: list[str], updates: int, windows: int) -> float
     cfg = compose_config(COMMON + overrides)
     q_network = build_q_network(cfg.model, (4, 84, 84), 6)
     target_network = build_q_network(cfg.model, (4, 84, 84), 6).requires_grad_(False)
-    optimizer = torch.optim.Adam(q_network.parameters(), lr=cfg.agent.lr, eps=cfg.agent.adam_eps)
+    optimizer = build_optimizer(q_network.parameters(), cfg.agent)
     generator = torch.Generator().manual_seed(0)
     batch = {
         "obs": torch.randint(0, 256, (32, 4, 84, 84), dtype=torch.uint8, generator=generator),
@@ -139,7 +139,8 @@ def sb3_sps(window_steps: int, windows: int) -> float | None:
     env = VecFrameStack(make_atari_env("PongNoFrameskip-v4", n_envs=1, seed=0), n_stack=4)
     model = DQN("CnnPolicy", env, buffer_size=100_000, learning_starts=learning_starts, batch_size=32, train_freq=4,
                 gradient_steps=1, target_update_interval=40_000, exploration_initial_eps=0.01,
-                exploration_final_eps=0.01, learning_rate=1e-4, optimizer_kwargs={"eps": 1e-4}, max_grad_norm=10,
+                exploration_final_eps=0.01, learning_rate=1e-4, policy_kwargs={"optimizer_kwargs": {"eps": 1e-4}},
+                max_grad_norm=10,
                 seed=0, verbose=0, device="cpu")
     timer = WindowTimer(learning_starts)
     model.learn(total_timesteps=learning_starts + window_steps * (windows + 1), callback=timer)

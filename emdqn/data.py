@@ -59,6 +59,7 @@ class EMDQNDataModule(pl.LightningDataModule):
             obs_dtype=self.env.observation_space.dtype, key_dim=memory_cfg.key_dim if self.memory is not None else 0,
             seed=cfg.seed)
         self.epsilon = PiecewiseLinearSchedule(self.agent.exploration.schedule)
+        self.batch_size = int(self.agent.batch_size)
         self.rng = np.random.default_rng(cfg.seed)
         self.frames_per_step = cfg.env.frame_skip if cfg.env.kind == "atari" else 1
         self.progress = ProgressReporter(self.agent.total_steps, cfg.trainer.progress_every_seconds)
@@ -134,7 +135,7 @@ class EMDQNDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ batches
     def sample_batch(self) -> dict[str, torch.Tensor]:
-        batch = self.replay.sample(self.agent.batch_size)
+        batch = self.replay.sample(self.batch_size)
         if self.memory is not None:
             memory_values, found = self.memory.lookup(batch["keys"], batch["actions"])
             hits = int(found.sum())
@@ -160,12 +161,14 @@ class EMDQNDataModule(pl.LightningDataModule):
         when a run stops between two gradient steps and is resumed.
         """
         network = self.trainer.lightning_module.q_network if self.trainer is not None else None
-        agent = self.agent
-        while self.env_steps < agent.total_steps and not self.stop_requested and self.solved_at_step is None:
+        # Plain ints: config lookups cost more than the rest of this loop's bookkeeping.
+        total_steps, train_freq = int(self.agent.total_steps), int(self.agent.train_freq)
+        learning_starts = max(int(self.agent.learning_starts), self.learning_resumes_at)
+        while self.env_steps < total_steps and not self.stop_requested and self.solved_at_step is None:
             self.play_step(network)
-            self._report_progress()
-            if (self.env_steps % agent.train_freq == 0 and self.env_steps >= agent.learning_starts
-                    and self.env_steps >= self.learning_resumes_at):
+            if self.progress.due():
+                self._report_progress()
+            if self.env_steps % train_freq == 0 and self.env_steps >= learning_starts:
                 yield self.sample_batch()
         self._report_progress(force=True)
 

@@ -52,6 +52,9 @@ class ProgressReporter:
         self.rate = RateMeter()
         self.last_print = -math.inf
 
+    def due(self) -> bool:
+        return time.perf_counter() - self.last_print >= self.every_seconds
+
     def maybe_report(self, env_step: int, epsilon: float, recent_return: float | None,
                      memory_size: int | None, force: bool = False) -> None:
         now = time.perf_counter()

@@ -69,9 +69,23 @@ def emdqn_loss(q_network: nn.Module, target_network: nn.Module, batch: dict[str,
 
 def clip_grad_norm_per_tensor(parameters: Sequence[nn.Parameter], max_norm: float) -> None:
     """Scale each gradient tensor to norm <= max_norm on its own (tf.clip_by_norm per variable)."""
-    for parameter in parameters:
-        if parameter.grad is not None:
-            torch.nn.utils.clip_grad_norm_(parameter, max_norm)
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return
+    # One fused norm over all tensors, then one fused scaling: same result as a loop of
+    # clip_grad_norm_ calls (scale = max_norm / (norm + 1e-6), capped at 1), 10x fewer ops.
+    norms = torch._foreach_norm(grads)
+    scales = [torch.clamp(max_norm / (norm + 1e-6), max=1.0) for norm in norms]
+    torch._foreach_mul_(grads, scales)
+
+
+def build_optimizer(parameters: Any, agent_cfg: Any) -> torch.optim.Optimizer:
+    """Adam with the agent's lr and eps; the fused kernel where torch has one (same update)."""
+    parameters = list(parameters)
+    try:
+        return torch.optim.Adam(parameters, lr=agent_cfg.lr, eps=agent_cfg.adam_eps, fused=True)
+    except (RuntimeError, TypeError):  # older torch or a device without the fused kernel
+        return torch.optim.Adam(parameters, lr=agent_cfg.lr, eps=agent_cfg.adam_eps)
 
 
 class EMDQNModule(pl.LightningModule):
@@ -89,6 +103,13 @@ class EMDQNModule(pl.LightningModule):
         if cfg.model.get("compile", False):
             self._train_q = torch.compile(self.q_network)
             self._train_target = torch.compile(self.target_network)
+        # Plain values for the hot path (config lookups cost more than small tensor ops).
+        self._loss_settings = {"gamma": float(self.agent.gamma), "alpha": self.alpha, "beta": self.beta,
+                               "double_q": bool(self.agent.double_q), "loss": str(self.agent.loss),
+                               "average": str(cfg.memory.average)}
+        self._grad_clip_norm = self.agent.grad_clip_norm
+        self._target_update = int(self.agent.target_update)
+        self._q_parameters = list(self.q_network.parameters())
         self.last_target_sync = 0
         self.pending_optimizer_state: dict[str, Any] | None = None
         self.last_log_step = 0
@@ -99,7 +120,7 @@ class EMDQNModule(pl.LightningModule):
         return self.q_network(obs)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.q_network.parameters(), lr=self.agent.lr, eps=self.agent.adam_eps)
+        return build_optimizer(self.q_network.parameters(), self.agent)
 
     def on_train_start(self) -> None:
         if self.pending_optimizer_state is not None:
@@ -116,9 +137,7 @@ class EMDQNModule(pl.LightningModule):
         batch, _, _ = next(dataloader_iter)
         batch = self.transfer_batch_to_device(batch, self.device, 0)
         env_step = int(batch["env_step"])
-        parts = emdqn_loss(self._train_q, self._train_target, batch, gamma=self.agent.gamma, alpha=self.alpha,
-                           beta=self.beta, double_q=self.agent.double_q, loss=self.agent.loss,
-                           average=self.cfg.memory.average)
+        parts = emdqn_loss(self._train_q, self._train_target, batch, **self._loss_settings)
         loss = parts["loss"]
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
@@ -128,10 +147,10 @@ class EMDQNModule(pl.LightningModule):
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        if self.agent.grad_clip_norm is not None:
-            clip_grad_norm_per_tensor(list(self.q_network.parameters()), self.agent.grad_clip_norm)
+        if self._grad_clip_norm is not None:
+            clip_grad_norm_per_tensor(self._q_parameters, self._grad_clip_norm)
         optimizer.step()
-        if env_step // self.agent.target_update > self.last_target_sync // self.agent.target_update:
+        if env_step // self._target_update > self.last_target_sync // self._target_update:
             self.sync_target()
             self.last_target_sync = env_step
         self._accumulate(parts)
