@@ -65,6 +65,18 @@ def register_resolvers() -> None:
             return "invalid"  # validate() reports it with the full message
 
     OmegaConf.register_new_resolver("emdqn_lambda", effective_lambda, replace=True)
+    OmegaConf.register_new_resolver("emdqn_learning_starts", default_learning_starts, replace=True)
+
+
+def default_learning_starts(total_steps: Any, batch_size: Any) -> Any:
+    """The original's 50,000 env steps, or a tenth of a shorter budget (at least one batch).
+
+    ``python train.py agent.total_steps=20000`` should learn, not only collect data; an
+    explicit ``agent.learning_starts`` above the budget is still an error.
+    """
+    if not isinstance(total_steps, int) or not isinstance(batch_size, int):
+        return 50_000  # validate() reports the bad budget or batch size itself
+    return max(min(50_000, total_steps // 10), batch_size)
 
 
 def _positive_int(cfg: DictConfig, key: str, minimum: int = 1) -> int:
@@ -170,3 +182,6 @@ def _validate_schedule(schedule: Any) -> None:
         if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
             _fail(key, points, "epsilon values in [0, 1]")
         last_step = step
+
+
+register_resolvers()

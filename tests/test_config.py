@@ -20,6 +20,14 @@ def test_defaults_reproduce_the_original_settings():
     assert resolve_memory_weights(cfg.memory) == (1.0, 0.1, 0.1)
 
 
+def test_short_budgets_learn_from_a_tenth_of_the_budget():
+    cfg = compose_config(["env=pong", "memory=none", "agent.total_steps=20000"])
+    validate(cfg)
+    assert cfg.agent.learning_starts == 2_000
+    assert compose_config(["agent.total_steps=100"]).agent.learning_starts == 32  # at least one batch
+    assert compose_config(["agent.total_steps=100", "agent.learning_starts=50"]).agent.learning_starts == 50
+
+
 def test_users_words_compose():
     cfg = compose_config(["env=pong", "memory.lambda=0.1"])
     assert cfg.memory["lambda"] == 0.1
@@ -62,7 +70,7 @@ BAD_CONFIGS = [
     ("agent.gamma=1.5", r"agent.gamma=1.5 .*\[0, 1\]"),
     ("agent.gamma=-0.1", r"agent.gamma=-0.1"),
     ("agent.train_freq=0", "agent.train_freq=0"),
-    ("agent.total_steps=100", "agent.total_steps=100 .*agent.learning_starts"),
+    ("agent.learning_starts=5000 agent.total_steps=1000", "agent.total_steps=1000 .*agent.learning_starts"),
     ("agent.lr=0", "agent.lr=0"),
     ("agent.loss=l1", "agent.loss='l1'"),
     ("agent.grad_clip_norm=-1", "agent.grad_clip_norm=-1"),
@@ -80,7 +88,7 @@ BAD_CONFIGS = [
 
 @pytest.mark.parametrize("override, message", BAD_CONFIGS, ids=[o for o, _ in BAD_CONFIGS])
 def test_bad_values_are_rejected_with_the_key_and_what_is_allowed(override, message):
-    cfg = compose_config([override])
+    cfg = compose_config(override.split())
     with pytest.raises(ConfigError, match=message) as error:
         validate(cfg)
     assert "allowed" in str(error.value) or "must" in str(error.value) or "Did you mean" in str(error.value)
