@@ -48,14 +48,18 @@ class NatureCNN(nn.Module):
         channels, height, width = obs_shape
         layers: list[nn.Module] = []
         for out_channels, kernel, stride in ((32, 8, 4), (64, 4, 2), (64, 3, 1)):
+            conv_padding: tuple[int, int] | int = 0
             if padding == "same":
                 top, bottom = tf_same_padding(height, kernel, stride)
                 left, right = tf_same_padding(width, kernel, stride)
-                layers.append(nn.ZeroPad2d((left, right, top, bottom)))
+                if (top, left) == (bottom, right):  # symmetric: the conv pads itself (one op less)
+                    conv_padding = (top, left)
+                else:  # TF puts the odd pixel after: a separate pad layer
+                    layers.append(nn.ZeroPad2d((left, right, top, bottom)))
                 height, width = math.ceil(height / stride), math.ceil(width / stride)
             else:
                 height, width = (height - kernel) // stride + 1, (width - kernel) // stride + 1
-            layers += [nn.Conv2d(channels, out_channels, kernel, stride), nn.ReLU()]
+            layers += [nn.Conv2d(channels, out_channels, kernel, stride, padding=conv_padding), nn.ReLU()]
             channels = out_channels
         self.torso = nn.Sequential(*layers, nn.Flatten())
         self.flat_features = channels * height * width

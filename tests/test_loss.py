@@ -140,3 +140,17 @@ def test_compiled_and_eager_networks_agree(name):
     compiled = torch.compile(network)
     with torch.no_grad():
         torch.testing.assert_close(compiled(obs), network(obs), rtol=1e-4, atol=1e-5)
+
+
+def test_same_padding_equals_explicit_tf_padding_on_every_layer():
+    torch.manual_seed(0)
+    net = NatureCNN((4, 84, 84), 6, padding="same")
+    obs = torch.randint(0, 256, (2, 4, 84, 84), dtype=torch.uint8)
+    hidden, size = obs.float() / 255, 84
+    for conv in [m for m in net.torso if isinstance(m, nn.Conv2d)]:
+        kernel, stride = conv.kernel_size[0], conv.stride[0]
+        before, after = tf_same_padding(size, kernel, stride)
+        padded = torch.nn.functional.pad(hidden, (before, after, before, after))
+        hidden = torch.relu(torch.nn.functional.conv2d(padded, conv.weight, conv.bias, stride))
+        size = -(-size // stride)
+    torch.testing.assert_close(net(obs), net.head(hidden.flatten(1)))
