@@ -1,6 +1,6 @@
 """Training throughput on Pong, measured in one run on this machine, and the ratios.
 
-    python benchmarks/throughput.py                 # everything (about 10 minutes on 2 cores)
+    python benchmarks/throughput.py --window-steps 2000 --windows 3   # about 12 minutes on 2 cores
     python benchmarks/throughput.py --skip-sb3 --windows 3
 
 Settings of every measurement: PongNoFrameskip-v4 with our wrappers, batch 32, one gradient
@@ -13,7 +13,8 @@ of ``--window-steps`` env steps, taken after learning starts:
 2. learner bound: gradient steps/s of the same loss, optimizer and clipping on random
    batches, times ``train_freq`` = the SPS if playing and acting were free;
 3. our training loop (``train``) with ``memory=none`` and ``memory=kdtree``, the memory
-   pre-filled with ``--memory-entries`` keys (what a few million env steps leave there);
+   pre-filled with ``--memory-entries`` keys (what a few million env steps leave there),
+   run alternately ``--repeats`` times each (median of the runs' medians);
 4. Stable-Baselines3 DQN (``pip install -e .[bench]``), CnnPolicy, same settings.
 
 SB3's NatureCNN uses 'valid' padding (3136 features); ours defaults to the original's
@@ -154,6 +155,7 @@ def main() -> None:
     parser.add_argument("--window-steps", type=int, default=1000)
     parser.add_argument("--windows", type=int, default=5)
     parser.add_argument("--memory-entries", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=2, help="alternating none/kdtree runs of each")
     parser.add_argument("--skip-sb3", action="store_true")
     parser.add_argument("overrides", nargs="*", help="extra overrides for our runs, e.g. model.compile=true")
     args = parser.parse_args()
@@ -165,11 +167,16 @@ def main() -> None:
     figures["learner bound"] = learner_bound_sps(args.overrides, 25, args.windows)
     print(f"learner bound (padding same): {figures['learner bound']:.0f} SPS", flush=True)
     with tempfile.TemporaryDirectory() as folder:
-        for memory in ("none", "kdtree"):
-            key = f"ours memory={memory}"
-            figures[key] = loop_sps([f"memory={memory}", *args.overrides], args.window_steps, args.windows,
-                                    args.memory_entries if memory == "kdtree" else 0, Path(folder))
-            print(f"{key}: {figures[key]:.0f} SPS", flush=True)
+        # none and kdtree alternate, --repeats times each: on a shared machine a slow spell
+        # then hits both instead of biasing their ratio.
+        runs: dict[str, list[float]] = {"none": [], "kdtree": []}
+        for _ in range(args.repeats):
+            for memory in ("none", "kdtree"):
+                runs[memory].append(loop_sps([f"memory={memory}", *args.overrides], args.window_steps, args.windows,
+                                             args.memory_entries if memory == "kdtree" else 0, Path(folder)))
+                print(f"ours memory={memory}: {runs[memory][-1]:.0f} SPS", flush=True)
+        for memory, rates in runs.items():
+            figures[f"ours memory={memory}"] = statistics.median(rates)
         if not args.skip_sb3:
             figures["learner bound valid"] = learner_bound_sps(["model.padding=valid", *args.overrides], 25,
                                                                args.windows)

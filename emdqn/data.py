@@ -17,7 +17,6 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from emdqn.config import resolve_memory_weights
 from emdqn.envs import make_env, real_episode_stats
 from emdqn.memory import EpisodicMemory
 from emdqn.metrics import ProgressReporter, log_metrics
@@ -53,7 +52,6 @@ class EMDQNDataModule(pl.LightningDataModule):
             self.memory = EpisodicMemory(
                 self.num_actions, self.obs_shape, key_dim=memory_cfg.key_dim, capacity=memory_cfg.capacity,
                 match=memory_cfg.match, k=memory_cfg.k, seed=memory_cfg.seed, tolerance=memory_cfg.tolerance)
-        _, self.memory_beta, _ = resolve_memory_weights(memory_cfg)
         self.replay = ReplayBuffer(
             cfg.buffer.capacity, self.obs_shape, frame_stack=frame_stack,
             obs_dtype=self.env.observation_space.dtype, key_dim=memory_cfg.key_dim if self.memory is not None else 0,

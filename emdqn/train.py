@@ -75,7 +75,7 @@ def merge_resume_config(saved: DictConfig, composed: DictConfig, overrides: Sequ
     return merged
 
 
-def prepare_run_dir(cfg: DictConfig, run_dir: Path, resuming: bool) -> None:
+def prepare_run_dir(run_dir: Path, resuming: bool) -> None:
     """Refuse to reuse a folder that holds another run's results."""
     if resuming:
         return
@@ -134,12 +134,12 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequenc
     else:
         run_path = Path(run_dir or hydra_dir or "outputs/run")
     validate(cfg)
-    alpha, beta, lam = resolve_memory_weights(cfg.memory)
+    _, beta, lam = resolve_memory_weights(cfg.memory)
     with open_dict(cfg):
         cfg.memory["lambda"], cfg.memory.beta = lam, beta
     if resume_dir:
         state = load_checkpoint(run_path)
-    prepare_run_dir(cfg, run_path, resuming=state is not None)
+    prepare_run_dir(run_path, resuming=state is not None)
     OmegaConf.save(cfg, run_path / CONFIG_FILE, resolve=True)
 
     if cfg.trainer.threads:
