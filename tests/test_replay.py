@@ -36,6 +36,16 @@ def new_buffer(capacity=64):
     return ReplayBuffer(capacity, (STACK, 2, 2), frame_stack=STACK, key_dim=3, seed=0)
 
 
+def played_buffer(steps, capacity=64):
+    """A buffer after one episode of ``steps`` transitions with actions 0, 1, 2, 0, ..."""
+    buffer = new_buffer(capacity)
+    player = StackPlayer(buffer)
+    player.reset()
+    for t in range(steps):
+        player.step(t % 3)
+    return buffer
+
+
 def all_valid_slots(buffer):
     return np.flatnonzero(buffer._valid_mask())
 
@@ -88,11 +98,7 @@ def test_terminated_vs_truncated_flags_and_final_observation():
 
 def test_wrap_around_overwrites_oldest_and_samples_only_valid_transitions():
     capacity = 10
-    buffer = new_buffer(capacity)
-    player = StackPlayer(buffer)
-    player.reset()
-    for t in range(37):
-        player.step(t % 3)
+    buffer = played_buffer(37, capacity)
     assert buffer.filled == capacity
     valid = all_valid_slots(buffer)
     # The slot about to be overwritten and those whose history is gone are excluded.
@@ -106,12 +112,7 @@ def test_wrap_around_overwrites_oldest_and_samples_only_valid_transitions():
 
 def test_sampling_is_seeded():
     def draw():
-        buffer = new_buffer()
-        player = StackPlayer(buffer)
-        player.reset()
-        for t in range(20):
-            player.step(t % 3)
-        return buffer.sample(16)["slots"]
+        return played_buffer(20).sample(16)["slots"]
 
     assert (draw() == draw()).all()
 
@@ -137,11 +138,7 @@ def test_flat_observations_without_stacking():
 
 
 def test_state_round_trip():
-    buffer = new_buffer()
-    player = StackPlayer(buffer)
-    player.reset()
-    for t in range(12):
-        player.step(t % 3)
+    buffer = played_buffer(12)
     copy = new_buffer()
     copy.load_state_dict(buffer.state_dict())
     assert (copy.sample(8)["slots"] == buffer.sample(8)["slots"]).all()
