@@ -1,8 +1,9 @@
 """Resumable checkpoints, written atomically into ``<run>/checkpoints/``.
 
 ``last.ckpt`` (torch.save) holds the networks, the optimizer, every counter, the RNG
-states, the environment (pickled, with the emulator state including its RNG), the episode
-in progress and the episodic memory. The replay buffer is written beside it as its own
+states, the environments (pickled, with the emulator state including its RNG; ale-py's
+vector env cannot be saved, so with it a resumed run starts new games), the episodes in
+progress and the episodic memory. The replay buffer is written beside it as its own
 ``replay_<env step>.npz`` (it is ~7 GB for a 1M Atari buffer), before the checkpoint that
 names it; older replay files are removed only after the new checkpoint is in place. Each
 file is written to a temporary name and renamed, so a kill while saving leaves the
@@ -12,7 +13,6 @@ previous checkpoint loadable.
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import torch
 
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_FILE = "last.ckpt"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: replay and env state per sub-environment (env.num_envs)
 
 
 class CheckpointError(RuntimeError):
@@ -39,25 +39,6 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
         file.flush()
         os.fsync(file.fileno())
     os.replace(temporary, path)
-
-
-def _env_state(env: Any) -> bytes | None:
-    """The pickled env with its emulator state (ALE's RNG included); None if not picklable."""
-    unwrapped = env.unwrapped
-    emulator = unwrapped.clone_state(include_rng=True) if hasattr(unwrapped, "clone_state") else None
-    try:
-        return pickle.dumps((env, emulator))
-    except Exception:
-        return None
-
-
-def _restore_env(blob: bytes | None) -> Any:
-    if blob is None:
-        return None
-    env, emulator = pickle.loads(blob)
-    if emulator is not None:
-        env.unwrapped.restore_state(emulator)
-    return env
 
 
 def save_checkpoint(run_dir: str | os.PathLike, module: Any, datamodule: Any, save_replay: bool = True) -> Path:
@@ -89,7 +70,7 @@ def save_checkpoint(run_dir: str | os.PathLike, module: Any, datamodule: Any, sa
             "last_log_step": module.last_log_step,
         },
         "data": datamodule.state_dict(),
-        "env": _env_state(datamodule.env),
+        "env": datamodule.envs.state(),
         "memory": datamodule.memory.state_dict() if datamodule.memory is not None else None,
         "replay_file": replay_file,
         "replay_meta": replay_meta,
@@ -132,12 +113,6 @@ def restore(state: dict[str, Any], module: Any, datamodule: Any) -> None:
     module.last_target_sync = state["module"]["last_target_sync"]
     module.last_log_step = state["module"]["last_log_step"]
     datamodule.load_state_dict(state["data"])
-    env = _restore_env(state["env"])
-    if env is not None:
-        datamodule.env.close()
-        datamodule.env = env
-    else:
-        datamodule.obs = None  # the episode in progress cannot be restored: start a new one
     if datamodule.memory is not None:
         if state["memory"] is None:
             raise CheckpointError(f"checkpoint {path} has no episodic memory but this run uses memory=kdtree")
@@ -151,4 +126,9 @@ def restore(state: dict[str, Any], module: Any, datamodule: Any) -> None:
                 datamodule.replay.load_state_dict({"arrays": dict(arrays), **state["replay_meta"]})
         except (OSError, ValueError, KeyError) as error:
             raise CheckpointError(f"replay file {replay_path} of checkpoint {path} cannot be loaded: {error}") from None
+    # Last: closing the episodes in progress writes to the restored replay and memory.
+    if state["env"] is not None:
+        datamodule.envs.load_state(state["env"])
+    else:  # the games in progress cannot be restored (ale-py's vector env): new ones start
+        datamodule.episodes_not_restored()
     torch.set_rng_state(state["torch_rng"])

@@ -144,8 +144,17 @@ def validate(cfg: DictConfig) -> None:
         check_env_id(env.id)
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    if _positive_int(cfg, "env.num_envs") != 1:
-        _fail("env.num_envs", env.num_envs, "1 (vectorized environments are not supported yet)")
+    num_envs = _positive_int(cfg, "env.num_envs")
+    if capacity // num_envs < 2:
+        _fail("env.num_envs", num_envs, f"at most buffer.capacity / 2 ({capacity // 2}): each env keeps "
+              "its own share of the replay buffer")
+    if env.kind == "atari" and num_envs > 1:
+        from emdqn.vector import ALE_VECTOR_KWARGS
+
+        unsupported = sorted(set(env.get("kwargs") or {}) - set(ALE_VECTOR_KWARGS))
+        if unsupported:
+            _fail("env.kwargs", unsupported, f"with env.num_envs > 1 (ale-py's vector env) only "
+                  f"{', '.join(ALE_VECTOR_KWARGS)}; use env.num_envs=1 for the others")
     if env.kind == "atari":
         for key in ("frame_skip", "frame_stack", "screen_size"):
             _positive_int(cfg, f"env.{key}")

@@ -17,11 +17,11 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from emdqn.envs import make_env, real_episode_stats
 from emdqn.memory import EpisodicMemory
 from emdqn.metrics import ProgressReporter, log_metrics
-from emdqn.replay import ReplayBuffer
+from emdqn.replay import MultiEnvReplay
 from emdqn.schedules import PiecewiseLinearSchedule
+from emdqn.vector import make_envs
 
 
 class ExperienceStream(IterableDataset):
@@ -42,9 +42,10 @@ class EMDQNDataModule(pl.LightningDataModule):
         super().__init__()
         self.cfg = cfg
         self.agent = cfg.agent
-        self.env = make_env(cfg.env, seed=cfg.seed)
-        self.obs_shape = tuple(self.env.observation_space.shape)
-        self.num_actions = int(self.env.action_space.n)
+        self.envs = make_envs(cfg.env, seed=cfg.seed)
+        self.num_envs = self.envs.num_envs
+        self.obs_shape = self.envs.observation_shape
+        self.num_actions = self.envs.num_actions
         frame_stack = cfg.env.frame_stack if cfg.env.kind == "atari" else 1
         memory_cfg = cfg.memory
         self.memory: EpisodicMemory | None = None
@@ -52,9 +53,9 @@ class EMDQNDataModule(pl.LightningDataModule):
             self.memory = EpisodicMemory(
                 self.num_actions, self.obs_shape, key_dim=memory_cfg.key_dim, capacity=memory_cfg.capacity,
                 match=memory_cfg.match, k=memory_cfg.k, seed=memory_cfg.seed, tolerance=memory_cfg.tolerance)
-        self.replay = ReplayBuffer(
-            cfg.buffer.capacity, self.obs_shape, frame_stack=frame_stack,
-            obs_dtype=self.env.observation_space.dtype, key_dim=memory_cfg.key_dim if self.memory is not None else 0,
+        self.replay = MultiEnvReplay(
+            self.num_envs, cfg.buffer.capacity, self.obs_shape, frame_stack=frame_stack,
+            obs_dtype=self.envs.observation_dtype, key_dim=memory_cfg.key_dim if self.memory is not None else 0,
             seed=cfg.seed)
         self.epsilon = PiecewiseLinearSchedule(self.agent.exploration.schedule)
         self.batch_size = int(self.agent.batch_size)
@@ -65,10 +66,10 @@ class EMDQNDataModule(pl.LightningDataModule):
         self.env_steps = 0
         self.episodes = 0
         self.recent_returns: deque[float] = deque(maxlen=100)
-        self.episode_keys: list[np.ndarray] = []
-        self.episode_actions: list[int] = []
-        self.episode_rewards: list[float] = []
-        self.obs: np.ndarray | None = None
+        # Each env's (training) episode in progress, written to the memory when it ends.
+        self.episode_keys: list[list[np.ndarray]] = [[] for _ in range(self.num_envs)]
+        self.episode_actions: list[list[int]] = [[] for _ in range(self.num_envs)]
+        self.episode_rewards: list[list[float]] = [[] for _ in range(self.num_envs)]
         self.hit_window: deque[tuple[int, int, float]] = deque(maxlen=memory_cfg.hit_rate_window)
         self.stop_requested = False  # a signal: stop, checkpoint, resume later
         self.solved_at_step: int | None = None  # eval.stop_at_return reached: the run is complete
@@ -83,44 +84,50 @@ class EMDQNDataModule(pl.LightningDataModule):
         return list(self.trainer.loggers) if self.trainer is not None else []
 
     @torch.inference_mode()
-    def greedy_action(self, network: torch.nn.Module, obs: np.ndarray) -> int:
+    def greedy_actions(self, network: torch.nn.Module, obs: np.ndarray) -> np.ndarray:
         device = next(network.parameters()).device
-        q_values = network(torch.as_tensor(obs, device=device).unsqueeze(0))
-        return int(q_values.argmax(dim=1).item())
+        return network(torch.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
+
+    def choose_actions(self, network: torch.nn.Module, obs: np.ndarray) -> np.ndarray:
+        """Epsilon-greedy for every env; the network runs only when some env acts greedily."""
+        epsilon = self.epsilon(self.env_steps)
+        explore = self.rng.random(self.num_envs) < epsilon
+        actions = self.rng.integers(self.num_actions, size=self.num_envs)
+        if not explore.all():
+            actions = np.where(explore, actions, self.greedy_actions(network, obs))
+        return actions
 
     def play_step(self, network: torch.nn.Module) -> None:
-        """One epsilon-greedy env step: store the transition, write finished episodes to memory."""
-        if self.obs is None:
-            self.obs, _ = self.env.reset(seed=self.cfg.seed if self.env_steps == 0 else None)
-        obs = self.obs
-        epsilon = self.epsilon(self.env_steps)
-        if self.rng.random() < epsilon:
-            action = int(self.rng.integers(self.num_actions))
-        else:
-            action = self.greedy_action(network, obs)
-        next_obs, reward, terminated, truncated, info = self.env.step(action)
-        key = self.memory.project(obs[None])[0] if self.memory is not None else None
-        self.replay.add(obs, action, reward, next_obs, terminated, truncated, key)
-        if self.memory is not None:
-            self.episode_keys.append(key)
-            self.episode_actions.append(action)
-            self.episode_rewards.append(float(reward))
-        self.env_steps += 1
-        finished_game = real_episode_stats(info)
-        if finished_game is not None:
-            self._log_game(*finished_game)
-        if terminated or truncated:
-            self.flush_episode_to_memory()
-            self.obs = None
-        else:
-            self.obs = next_obs
+        """One epsilon-greedy step of every env (``num_envs`` env steps): store the
+        transitions, write finished episodes to the memory."""
+        if self.envs.observations is None:
+            self.envs.reset()
+        obs = self.envs.observations.copy()
+        actions = self.choose_actions(network, obs)
+        step = self.envs.step(actions)
+        keys = self.memory.project(obs) if self.memory is not None else [None] * self.num_envs
+        for index in range(self.num_envs):
+            action, reward = int(actions[index]), float(step.rewards[index])
+            ended = step.terminated[index] or step.truncated[index]
+            self.replay.add(index, obs[index], action, reward, step.next_obs[index], step.terminated[index],
+                            step.truncated[index], keys[index])
+            if self.memory is not None:
+                self.episode_keys[index].append(keys[index])
+                self.episode_actions[index].append(action)
+                self.episode_rewards[index].append(reward)
+                if ended:
+                    self.flush_episode_to_memory(index)
+        self.env_steps += self.num_envs
+        for _, episodic_return, length in step.finished_games:
+            self._log_game(episodic_return, length)
 
-    def flush_episode_to_memory(self) -> None:
-        """Write the (training) episode in progress to the memory, walking backwards."""
-        if self.memory is not None and self.episode_keys:
-            self.memory.add_episode(np.stack(self.episode_keys), np.asarray(self.episode_actions, dtype=np.int64),
-                                    np.asarray(self.episode_rewards), self.agent.gamma)
-        self.episode_keys, self.episode_actions, self.episode_rewards = [], [], []
+    def flush_episode_to_memory(self, env_index: int) -> None:
+        """Write env ``env_index``'s (training) episode in progress to the memory, walking backwards."""
+        if self.memory is not None and self.episode_keys[env_index]:
+            self.memory.add_episode(np.stack(self.episode_keys[env_index]),
+                                    np.asarray(self.episode_actions[env_index], dtype=np.int64),
+                                    np.asarray(self.episode_rewards[env_index]), self.agent.gamma)
+        self.episode_keys[env_index], self.episode_actions[env_index], self.episode_rewards[env_index] = [], [], []
 
     def _log_game(self, episodic_return: float, length: int) -> None:
         self.episodes += 1
@@ -153,7 +160,7 @@ class EMDQNDataModule(pl.LightningDataModule):
         }
 
     def batches(self) -> Iterator[dict[str, torch.Tensor]]:
-        """Play one env step at a time; after every ``train_freq``-th, yield a batch.
+        """Play one step of the envs at a time; per ``train_freq`` env steps, yield a batch.
 
         Stepping one at a time (not ``train_freq`` per loop) keeps the schedule identical
         when a run stops between two gradient steps and is resumed.
@@ -162,11 +169,15 @@ class EMDQNDataModule(pl.LightningDataModule):
         # Plain ints: config lookups cost more than the rest of this loop's bookkeeping.
         total_steps, train_freq = int(self.agent.total_steps), int(self.agent.train_freq)
         learning_starts = max(int(self.agent.learning_starts), self.learning_resumes_at)
+        first_update = -(-learning_starts // train_freq)  # the first multiple of train_freq >= learning_starts
         while self.env_steps < total_steps and not self.stop_requested and self.solved_at_step is None:
+            steps_before = self.env_steps
             self.play_step(network)
             if self.progress.due():
                 self._report_progress()
-            if self.env_steps % train_freq == 0 and self.env_steps >= learning_starts:
+            # One batch per multiple of train_freq (at or after learning starts) passed in this
+            # step, however many envs it played: the same updates as with one env.
+            for _ in range(self.env_steps // train_freq - max(steps_before // train_freq, first_update - 1)):
                 yield self.sample_batch()
         self._report_progress(force=True)
 
@@ -176,7 +187,7 @@ class EMDQNDataModule(pl.LightningDataModule):
         return {
             "env_steps": self.env_steps, "episodes": self.episodes, "recent_returns": list(self.recent_returns),
             "episode_keys": list(self.episode_keys), "episode_actions": list(self.episode_actions),
-            "episode_rewards": list(self.episode_rewards), "obs": self.obs, "rng": self.rng.bit_generator.state,
+            "episode_rewards": list(self.episode_rewards), "rng": self.rng.bit_generator.state,
             "hit_window": list(self.hit_window),
         }
 
@@ -186,16 +197,21 @@ class EMDQNDataModule(pl.LightningDataModule):
         self.episode_keys = list(state["episode_keys"])
         self.episode_actions = list(state["episode_actions"])
         self.episode_rewards = list(state["episode_rewards"])
-        self.obs = state["obs"]
         self.rng.bit_generator.state = state["rng"]
         self.hit_window.extend(state["hit_window"])
         self._interval_start = (time.perf_counter(), self.env_steps)
 
+    def episodes_not_restored(self) -> None:
+        """After a resume without the envs' state: new games start, the old episodes end here."""
+        self.envs.observations = None
+        for index in range(self.num_envs):
+            self.replay.end_episode(index)
+            self.flush_episode_to_memory(index)
+
     def replay_not_restored(self) -> None:
         """After a resume without the replay file: refill before learning goes on."""
         self.learning_resumes_at = self.env_steps + self.agent.learning_starts
-        self.obs = None
-        self.episode_keys, self.episode_actions, self.episode_rewards = [], [], []
+        self.episodes_not_restored()
 
     # ------------------------------------------------------------------ reporting
     def recent_return(self) -> float | None:

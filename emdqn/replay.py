@@ -168,3 +168,64 @@ class ReplayBuffer:
 
     _array_names = ("frames", "actions", "rewards", "terminated", "truncated", "episode_pos",
                     "has_transition", "keys")
+
+
+class MultiEnvReplay:
+    """One :class:`ReplayBuffer` per sub-environment, sampled as one uniform buffer.
+
+    Each env's frames stay consecutive in its own buffer, so stacks are rebuilt exactly as
+    with one env. A batch draws how many transitions come from each env (multinomial by the
+    transitions each holds) and then samples within each; with one env it is that env's
+    buffer unchanged.
+    """
+
+    def __init__(self, num_envs: int, capacity: int, obs_shape: Sequence[int], frame_stack: int = 1,
+                 obs_dtype: Any = np.uint8, key_dim: int = 0, seed: int = 0):
+        if capacity // num_envs < 2:
+            raise ValueError(f"buffer capacity {capacity} leaves fewer than 2 slots for each of {num_envs} envs")
+        self.streams = [ReplayBuffer(capacity // num_envs, obs_shape, frame_stack, obs_dtype, key_dim,
+                                     seed=seed + index) for index in range(num_envs)]
+        self.rng = np.random.default_rng(seed)
+
+    def add(self, env_index: int, *transition: Any) -> None:
+        """Store one transition of env ``env_index`` (arguments as :meth:`ReplayBuffer.add`)."""
+        self.streams[env_index].add(*transition)
+
+    def end_episode(self, env_index: int) -> None:
+        """Abandon env ``env_index``'s episode in progress (its game was restarted)."""
+        self.streams[env_index].current = -1
+
+    def sample(self, batch_size: int) -> dict[str, np.ndarray]:
+        if len(self.streams) == 1:
+            return self.streams[0].sample(batch_size)
+        held = np.array([min(stream.num_transitions, stream.capacity) for stream in self.streams], dtype=np.float64)
+        if not held.any():
+            raise ValueError("cannot sample from an empty replay buffer")
+        counts = self.rng.multinomial(batch_size, held / held.sum())
+        parts = [stream.sample(int(count)) for stream, count in zip(self.streams, counts) if count]
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+    def __len__(self) -> int:
+        return sum(len(stream) for stream in self.streams)
+
+    @property
+    def num_transitions(self) -> int:
+        return sum(stream.num_transitions for stream in self.streams)
+
+    def nbytes(self) -> int:
+        return sum(stream.nbytes() for stream in self.streams)
+
+    def state_dict(self) -> dict[str, Any]:
+        states = [stream.state_dict() for stream in self.streams]
+        arrays = {f"env{index}_{name}": array for index, state in enumerate(states)
+                  for name, array in state.pop("arrays").items()}
+        return {"arrays": arrays, "streams": states, "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if len(state["streams"]) != len(self.streams):
+            raise ValueError(f"replay state holds {len(state['streams'])} envs' buffers, "
+                             f"this run has env.num_envs={len(self.streams)}")
+        for index, (stream, meta) in enumerate(zip(self.streams, state["streams"])):
+            arrays = {name: state["arrays"][f"env{index}_{name}"] for name in ReplayBuffer._array_names}
+            stream.load_state_dict({"arrays": arrays, **meta})
+        self.rng.bit_generator.state = state["rng"]

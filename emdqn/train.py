@@ -183,14 +183,15 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequenc
             log.warning("Stopped at env step %s; checkpoint %s. Continue with: python train.py resume=%s",
                         f"{datamodule.env_steps:,}", path, run_path)
             return result
-        datamodule.flush_episode_to_memory()
+        for env_index in range(datamodule.num_envs):
+            datamodule.flush_episode_to_memory(env_index)
         save_checkpoint(run_path, module, datamodule, cfg.checkpoint.save_replay)
         result = final_evaluation(cfg, module, datamodule, loggers)
     finally:
         for logger in loggers:
             logger.finalize("success")
         finish_wandb()
-        datamodule.env.close()
+        datamodule.envs.close()
     return result
 
 

@@ -1,0 +1,118 @@
+"""env.num_envs > 1: ale-py's vector env behind our contract, env-step counting, resume."""
+
+import numpy as np
+import pytest
+import torch
+
+from emdqn.checkpoint import load_checkpoint, restore, save_checkpoint
+from emdqn.config import ConfigError, validate
+from emdqn.data import EMDQNDataModule
+from emdqn.module import EMDQNModule
+from emdqn.vector import AleVectorEnvs, SerialEnvs, make_envs
+from tests.conftest import compose_config, run_train
+
+
+def test_ale_vector_env_keeps_our_stacking_clipping_and_episodic_life():
+    envs = make_envs(compose_config(["env=breakout", "env.num_envs=2"]).env, seed=0)
+    assert isinstance(envs, AleVectorEnvs) and envs.observation_shape == (4, 84, 84)
+    envs.reset()
+    assert all((stack == stack[0]).all() for stack in envs.observations), "a new episode repeats its first frame"
+    rng = np.random.default_rng(0)
+    ends_in_game = np.zeros(2, dtype=int)
+    clipped_in_game = np.zeros(2)
+    games = []
+    for _ in range(3000):
+        before = envs.observations.copy()
+        step = envs.step(rng.integers(envs.num_actions, size=2))
+        assert set(np.unique(step.rewards)) <= {-1.0, 0.0, 1.0}
+        clipped_in_game += step.rewards
+        for index in range(2):
+            np.testing.assert_array_equal(step.next_obs[index, :-1], before[index, 1:])
+            if step.terminated[index] or step.truncated[index]:
+                ends_in_game[index] += 1
+                stack = envs.observations[index]
+                assert (stack == stack[0]).all()
+            else:
+                np.testing.assert_array_equal(envs.observations[index], step.next_obs[index])
+        for index, real_return, length in step.finished_games:
+            games.append((ends_in_game[index], real_return, clipped_in_game[index], length))
+            ends_in_game[index], clipped_in_game[index] = 0, 0
+        if len(games) >= 2:
+            break
+    assert len(games) >= 2, "random Breakout play ends games within 3000 steps"
+    for training_episodes, real_return, clipped_return, length in games:
+        assert training_episodes == 5, "each of Breakout's 5 lives ends a training episode; the game ends once"
+        assert real_return >= clipped_return >= 0 and length > 0  # the reported score is not clipped
+    envs.close()
+
+
+def test_one_env_and_flat_games_use_our_own_wrappers():
+    assert isinstance(make_envs(compose_config(["env=pong"]).env, seed=0), SerialEnvs)
+    envs = make_envs(compose_config(["env=cartpole", "env.num_envs=3"]).env, seed=0)
+    assert isinstance(envs, SerialEnvs) and envs.num_envs == 3
+    envs.reset()
+    assert envs.observations.shape == (3, 4)
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["env=pong", "env.num_envs=600", "buffer.capacity=1000"], "env.num_envs=600"),
+    (["env=pong", "env.num_envs=2", "+env.kwargs.mode=1"], "env.kwargs=['mode']"),
+])
+def test_vector_settings_are_checked(overrides, key):
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        validate(compose_config(overrides))
+
+
+def optimizer_steps(state):
+    return int(next(iter(state["module"]["optimizer"]["state"].values()))["step"])
+
+
+def test_pong_with_four_envs_trains_end_to_end_and_counts_env_steps(tmp_path):
+    run_dir = tmp_path / "pong4"
+    run_train(["env=pong", "env.num_envs=4", "agent.total_steps=400", "agent.learning_starts=200",
+               "buffer.capacity=1000", "memory.capacity=1000", "trainer.log_every_steps=100", "eval.episodes=0",
+               "logger=csv", f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    state = load_checkpoint(run_dir)
+    assert state["env_steps"] == 400
+    # one update per 4 env steps from step 200 to 400, as with one env
+    assert optimizer_steps(state) == len(range(200, 401, 4))
+    with np.load(run_dir / "checkpoints" / state["replay_file"]) as replay:
+        stored = sum(int(replay[f"env{index}_has_transition"].sum()) for index in range(4))
+    assert stored == 400
+    assert state["memory"] is not None
+
+
+@pytest.mark.parametrize("num_envs", [1, 3, 8])
+def test_updates_follow_env_steps_whatever_the_number_of_envs(tmp_path, num_envs):
+    run_dir = tmp_path / f"cartpole{num_envs}"
+    run_train(["env=cartpole", "model=mlp", f"env.num_envs={num_envs}", "agent.total_steps=480",
+               "agent.learning_starts=100", "agent.train_freq=4", "buffer.capacity=1000", "eval.episodes=0",
+               "logger=csv", f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    state = load_checkpoint(run_dir)
+    assert state["env_steps"] == 480
+    assert optimizer_steps(state) == len(range(100, 481, 4))
+
+
+def test_resume_with_ale_vector_env_starts_new_games_and_keeps_counting(tmp_path):
+    cfg = compose_config(["env=pong", "env.num_envs=2", "buffer.capacity=400", "memory.capacity=400",
+                          "agent.learning_starts=32"])
+    datamodule = EMDQNDataModule(cfg)
+    module = EMDQNModule(cfg, datamodule.obs_shape, datamodule.num_actions)
+    for _ in range(30):
+        datamodule.play_step(module.q_network)
+    save_checkpoint(tmp_path, module, datamodule)
+    datamodule.envs.close()
+
+    resumed = EMDQNDataModule(cfg)
+    resumed_module = EMDQNModule(cfg, resumed.obs_shape, resumed.num_actions)
+    restore(load_checkpoint(tmp_path), resumed_module, resumed)
+    assert resumed.env_steps == 60 and resumed.envs.observations is None
+    assert all(stream.current == -1 for stream in resumed.replay.streams), "the interrupted episodes are closed"
+    assert len(resumed.memory) > 0, "the interrupted episodes were written to the memory"
+    stored = resumed.replay.num_transitions
+    resumed.play_step(resumed_module.q_network)
+    assert resumed.env_steps == 62 and resumed.replay.num_transitions == stored + 2
+    for stream, stack in zip(resumed.replay.streams, resumed.envs.observations):
+        assert stream.episode_pos[stream.current] == 1  # a new episode began in each env
+    resumed.envs.close()
+    torch.testing.assert_close(resumed_module.q_network.state_dict(), module.q_network.state_dict())
