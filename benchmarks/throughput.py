@@ -1,25 +1,29 @@
 """Training throughput on Pong, measured in one run on this machine, and the ratios.
 
-    python benchmarks/throughput.py --window-steps 2000 --windows 3   # about 12 minutes on 2 cores
-    python benchmarks/throughput.py --skip-sb3 --windows 3
+    python benchmarks/throughput.py --window-steps 2000 --windows 3   # about 35 minutes on 2 cores
+    python benchmarks/throughput.py --skip-sb3 --repeats 1
 
-Settings of every measurement: PongNoFrameskip-v4 with our wrappers, batch 32, one gradient
-step every 4 env steps, Nature CNN, Adam, target every 40,000 steps, a 100k replay, and
-epsilon fixed at 0.01 (the late-training value, so acting costs a forward pass on almost
-every step, as it does for most of a run). Figures are medians over ``--windows`` windows
-of ``--window-steps`` env steps, taken after learning starts:
+Settings of every measurement: PongNoFrameskip-v4, batch 32, one gradient step every 4 env
+steps, Nature CNN, Adam, target every 40,000 steps, a 100k replay, and epsilon fixed at 0.01
+(the late-training value, so acting costs a forward pass on almost every step, as it does
+for most of a run). Figures are medians over ``--windows`` windows of ``--window-steps``
+env steps, taken after learning starts:
 
-1. env only: random actions through the wrappers;
+1. env only: random actions through our wrappers (one env), and through ale-py's vector
+   env (``--num-envs`` envs, as ``env.num_envs`` runs them);
 2. learner bound: gradient steps/s of the same loss, optimizer and clipping on random
    batches, times ``train_freq`` = the SPS if playing and acting were free;
-3. our training loop (``train``) with ``memory=none`` and ``memory=kdtree``, the memory
-   pre-filled with ``--memory-entries`` keys (what a few million env steps leave there),
-   run alternately ``--repeats`` times each (median of the runs' medians);
-4. Stable-Baselines3 DQN (``pip install -e .[bench]``), CnnPolicy, same settings.
+3. our training loop (``train``) with ``memory=none`` and ``memory=kdtree``, with one env
+   (the original's setting) and with ``env.num_envs=--num-envs``; the memory pre-filled
+   with ``--memory-entries`` keys (what a few million env steps leave there). The bound
+   and these runs alternate ``--repeats`` times (median of the runs' medians), so a slow
+   spell of the shared machine hits all of them instead of biasing their ratios;
+4. Stable-Baselines3 DQN (``pip install -e .[bench]``), CnnPolicy, same settings, with one
+   env and with ``--num-envs`` envs (``train_freq=1`` vector step = 4 env steps per update).
 
 SB3's NatureCNN uses 'valid' padding (3136 features); ours defaults to the original's
-'same' (7744, 2.5x the first dense layer). The SB3 comparison therefore also runs ours
-with ``model.padding=valid``: the same network size.
+'same' (7744, 2.5x the first dense layer). The SB3 comparison therefore runs ours with
+``model.padding=valid``: the same network size, against its own learner bound.
 """
 
 from __future__ import annotations
@@ -35,35 +39,40 @@ import numpy as np
 import torch
 from _common import compose_config, quiet_logs
 
-from emdqn.envs import make_env
 from emdqn.module import build_optimizer, clip_grad_norm_per_tensor, emdqn_loss
 from emdqn.networks import build_q_network
 from emdqn.train import train
+from emdqn.vector import make_envs
 
 COMMON = ["env=pong", "buffer.capacity=100000", "agent.target_update=40000", "agent.exploration.schedule=[[0,0.01]]",
           "eval.episodes=0", "logger=csv", "checkpoint.every_steps=0", "checkpoint.save_replay=false"]
 
 
-def env_only_sps(window_steps: int, windows: int) -> float:
-    env = make_env(compose_config(["env=pong"]).env, seed=0)
-    env.reset(seed=0)
+def env_only_sps(window_steps: int, windows: int, num_envs: int = 1) -> float:
+    envs = make_envs(compose_config(["env=pong", f"env.num_envs={num_envs}"]).env, seed=0)
+    envs.reset()
     rng = np.random.default_rng(0)
     rates = []
     for _ in range(windows):
         start = time.perf_counter()
-        for _ in range(window_steps):
-            _, _, terminated, truncated, _ = env.step(int(rng.integers(env.action_space.n)))
-            if terminated or truncated:
-                env.reset()
-        rates.append(window_steps / (time.perf_counter() - start))
+        for _ in range(window_steps // num_envs):
+            envs.step(rng.integers(envs.num_actions, size=num_envs))
+        rates.append(window_steps // num_envs * num_envs / (time.perf_counter() - start))
+    envs.close()
     return statistics.median(rates)
 
 
 def learner_bound_sps(overrides: list[str], updates: int, windows: int) -> float:
     cfg = compose_config(COMMON + overrides)
-    q_network = build_q_network(cfg.model, (4, 84, 84), 6)
-    target_network = build_q_network(cfg.model, (4, 84, 84), 6).requires_grad_(False)
+    # Where trainer.accelerator=auto (the default) puts the training loop.
+    device = torch.device("cuda" if torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
+                          else "cpu")
+    q_network = build_q_network(cfg.model, (4, 84, 84), 6).to(device)
+    target_network = build_q_network(cfg.model, (4, 84, 84), 6).to(device).requires_grad_(False)
     optimizer = build_optimizer(q_network.parameters(), cfg.agent)
+    train_q, train_target = q_network, target_network
+    if cfg.model.compile:  # as EMDQNModule does: the same network settings as the loop it bounds
+        train_q, train_target = torch.compile(q_network), torch.compile(target_network)
     generator = torch.Generator().manual_seed(0)
     batch = {
         "obs": torch.randint(0, 256, (32, 4, 84, 84), dtype=torch.uint8, generator=generator),
@@ -72,15 +81,18 @@ def learner_bound_sps(overrides: list[str], updates: int, windows: int) -> float
         "terminated": torch.zeros(32, dtype=torch.bool), "memory_values": torch.ones(32),
         "memory_found": torch.ones(32, dtype=torch.bool),
     }
+    batch = {name: tensor.to(device) for name, tensor in batch.items()}
     rates = []
     for window in range(windows + 1):
         start = time.perf_counter()
         for _ in range(updates):
-            loss = emdqn_loss(q_network, target_network, batch, gamma=0.99, alpha=1.0, beta=0.1)["loss"]
+            loss = emdqn_loss(train_q, train_target, batch, gamma=0.99, alpha=1.0, beta=0.1)["loss"]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             clip_grad_norm_per_tensor(list(q_network.parameters()), 10.0)
             optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         if window:  # the first window warms up
             rates.append(updates / (time.perf_counter() - start))
     return statistics.median(rates) * cfg.agent.train_freq
@@ -115,7 +127,7 @@ def loop_sps(overrides: list[str], window_steps: int, windows: int, memory_entri
     return statistics.median(rates)
 
 
-def sb3_sps(window_steps: int, windows: int) -> float | None:
+def sb3_sps(window_steps: int, windows: int, num_envs: int = 1) -> float | None:
     try:
         from stable_baselines3 import DQN
         from stable_baselines3.common.callbacks import BaseCallback
@@ -132,14 +144,16 @@ def sb3_sps(window_steps: int, windows: int) -> float | None:
             self.marks: list[tuple[int, float]] = []
 
         def _on_step(self) -> bool:
-            if self.num_timesteps >= self.learning_starts and (self.num_timesteps - self.learning_starts) % window_steps == 0:
+            if (self.num_timesteps >= self.learning_starts
+                    and (self.num_timesteps - self.learning_starts) % window_steps < num_envs):
                 self.marks.append((self.num_timesteps, time.perf_counter()))
             return True
 
     learning_starts = 2000
-    env = VecFrameStack(make_atari_env("PongNoFrameskip-v4", n_envs=1, seed=0), n_stack=4)
-    model = DQN("CnnPolicy", env, buffer_size=100_000, learning_starts=learning_starts, batch_size=32, train_freq=4,
-                gradient_steps=1, target_update_interval=40_000, exploration_initial_eps=0.01,
+    env = VecFrameStack(make_atari_env("PongNoFrameskip-v4", n_envs=num_envs, seed=0), n_stack=4)
+    # SB3 counts train_freq in vector steps: one update per 4 env steps in both cases.
+    model = DQN("CnnPolicy", env, buffer_size=100_000, learning_starts=learning_starts, batch_size=32,
+                train_freq=max(4 // num_envs, 1), gradient_steps=max(num_envs // 4, 1), target_update_interval=40_000, exploration_initial_eps=0.01,
                 exploration_final_eps=0.01, learning_rate=1e-4, policy_kwargs={"optimizer_kwargs": {"eps": 1e-4}},
                 max_grad_norm=10,
                 seed=0, verbose=0, device="cpu")
@@ -152,52 +166,67 @@ def sb3_sps(window_steps: int, windows: int) -> float | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--window-steps", type=int, default=1000)
-    parser.add_argument("--windows", type=int, default=5)
+    parser.add_argument("--window-steps", type=int, default=2000)
+    parser.add_argument("--windows", type=int, default=3)
     parser.add_argument("--memory-entries", type=int, default=1_000_000)
-    parser.add_argument("--repeats", type=int, default=2, help="alternating none/kdtree runs of each")
+    parser.add_argument("--num-envs", type=int, default=4, help="env.num_envs of the vectorized runs")
+    parser.add_argument("--repeats", type=int, default=2, help="alternating runs of the bound and each loop")
     parser.add_argument("--skip-sb3", action="store_true")
     parser.add_argument("overrides", nargs="*", help="extra overrides for our runs, e.g. model.compile=true")
     args = parser.parse_args()
     quiet_logs()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; windows of {args.window_steps} env steps")
+    vector = f"env.num_envs={args.num_envs}"
     figures: dict[str, float] = {}
     figures["env only"] = env_only_sps(args.window_steps, args.windows)
-    print(f"env only (random actions): {figures['env only']:.0f} SPS", flush=True)
+    figures["env only, vector"] = env_only_sps(args.window_steps, args.windows, args.num_envs)
+    print(f"env only: {figures['env only']:.0f} SPS (1 env), {figures['env only, vector']:.0f} SPS "
+          f"({args.num_envs} envs, ale-py vector env)", flush=True)
+    groups = {"same": ["model.padding=same"]}
+    if not args.skip_sb3:
+        groups["valid"] = ["model.padding=valid"]
+    loops = {"none": ["memory=none"], "kdtree": ["memory=kdtree"],
+             "none, vector": ["memory=none", vector], "kdtree, vector": ["memory=kdtree", vector]}
+    runs: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as folder:
-        # The learner bound, none and kdtree alternate, --repeats times each: on a shared
-        # machine a slow spell then hits all of them instead of biasing their ratios.
-        runs: dict[str, list[float]] = {"none": [], "kdtree": []}
-        bounds: list[float] = []
         for _ in range(args.repeats):
-            bounds.append(learner_bound_sps(args.overrides, 40, args.windows))
-            print(f"learner bound (padding same): {bounds[-1]:.0f} SPS", flush=True)
-            for memory in ("none", "kdtree"):
-                runs[memory].append(loop_sps([f"memory={memory}", *args.overrides], args.window_steps, args.windows,
-                                             args.memory_entries if memory == "kdtree" else 0, Path(folder)))
-                print(f"ours memory={memory}: {runs[memory][-1]:.0f} SPS", flush=True)
-        for memory, rates in runs.items():
-            figures[f"ours memory={memory}"] = statistics.median(rates)
-        figures["learner bound"] = statistics.median(bounds)
-        if not args.skip_sb3:
-            figures["learner bound valid"] = learner_bound_sps(["model.padding=valid", *args.overrides], 40,
-                                                               args.windows)
-            print(f"learner bound (padding valid): {figures['learner bound valid']:.0f} SPS", flush=True)
-            figures["ours kdtree valid"] = loop_sps(["memory=kdtree", "model.padding=valid", *args.overrides],
-                                                    args.window_steps, args.windows, args.memory_entries, Path(folder))
-            print(f"ours memory=kdtree, padding valid: {figures['ours kdtree valid']:.0f} SPS", flush=True)
-            sb3 = sb3_sps(args.window_steps, args.windows)
-            if sb3 is not None:
-                figures["sb3"] = sb3
-                print(f"Stable-Baselines3 DQN: {sb3:.0f} SPS", flush=True)
-    print("\nratios (same run, same machine):")
-    print(f"  kdtree / learner bound           {figures['ours memory=kdtree'] / figures['learner bound']:.2f}  (target >= 0.85)")
-    print(f"  kdtree / none                    {figures['ours memory=kdtree'] / figures['ours memory=none']:.3f} "
-          "(target >= 0.95)")
-    if "sb3" in figures:
-        print(f"  kdtree (valid) / SB3 DQN         {figures['ours kdtree valid'] / figures['sb3']:.2f}  (target >= 1.4)")
-        print(f"  kdtree (same, 2.5x dense) / SB3  {figures['ours memory=kdtree'] / figures['sb3']:.2f}")
-        print(f"  kdtree (valid) / learner (valid) {figures['ours kdtree valid'] / figures['learner bound valid']:.2f}")
+            for padding, padding_overrides in groups.items():
+                name = f"learner bound {padding}"
+                rate = learner_bound_sps(padding_overrides + args.overrides, 40, args.windows)
+                runs.setdefault(name, []).append(rate)
+                print(f"{name}: {rate:.0f} SPS", flush=True)
+                for loop, loop_overrides in loops.items():
+                    if padding == "valid" and loop.startswith("none"):
+                        continue  # the memory's cost is measured with the default network
+                    entries = args.memory_entries if loop.startswith("kdtree") else 0
+                    name = f"ours {loop} {padding}"
+                    rate = loop_sps(loop_overrides + padding_overrides + args.overrides, args.window_steps,
+                                    args.windows, entries, Path(folder))
+                    runs.setdefault(name, []).append(rate)
+                    print(f"{name}: {rate:.0f} SPS", flush=True)
+            if not args.skip_sb3:
+                for num_envs in (1, args.num_envs):
+                    rate = sb3_sps(args.window_steps, args.windows, num_envs)
+                    if rate is not None:
+                        runs.setdefault(f"sb3 {num_envs} envs", []).append(rate)
+                        print(f"Stable-Baselines3 DQN, {num_envs} envs: {rate:.0f} SPS", flush=True)
+    figures.update({name: statistics.median(rates) for name, rates in runs.items()})
+
+    def ratio(numerator: str, denominator: str, target: str = "") -> None:
+        if numerator in figures and denominator in figures:
+            print(f"  {numerator:>22} / {denominator:<22} {figures[numerator] / figures[denominator]:.3f}  {target}")
+
+    print("\nmedians (SPS): " + ", ".join(f"{name} {rate:.0f}" for name, rate in figures.items()))
+    print("ratios (same run, same machine):")
+    ratio("ours kdtree same", "learner bound same", "(target >= 0.85)")
+    ratio("ours kdtree, vector same", "learner bound same", "(target >= 0.85)")
+    ratio("ours kdtree same", "ours none same", "(target >= 0.95)")
+    ratio("ours kdtree, vector same", "ours none, vector same", "(target >= 0.95)")
+    ratio("ours kdtree valid", "sb3 1 envs", "(target >= 1.4)")
+    ratio("ours kdtree, vector valid", f"sb3 {args.num_envs} envs", "(target >= 1.4)")
+    ratio("ours kdtree, vector valid", "sb3 1 envs")
+    ratio("ours kdtree valid", "learner bound valid")
+    ratio("ours kdtree, vector valid", "learner bound valid")
 
 
 if __name__ == "__main__":
