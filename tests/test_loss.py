@@ -154,3 +154,11 @@ def test_same_padding_equals_explicit_tf_padding_on_every_layer():
         hidden = torch.relu(torch.nn.functional.conv2d(padded, conv.weight, conv.bias, stride))
         size = -(-size // stride)
     torch.testing.assert_close(net(obs), net.head(hidden.flatten(1)))
+
+
+def test_scaling_folded_into_the_first_conv_equals_scaling_the_input():
+    torch.manual_seed(0)
+    obs = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    for padding in ("same", "valid"):
+        net = NatureCNN((4, 84, 84), 6, padding=padding)
+        torch.testing.assert_close(net(obs), net.head(net.torso(obs.float() / 255)))
