@@ -39,7 +39,7 @@ class NatureCNN(nn.Module):
     """The Nature DQN torso; ``padding='same'`` reproduces the original TF layer sizes (7744)."""
 
     def __init__(self, obs_shape: Sequence[int], num_actions: int, padding: str = "same",
-                 hidden: int = 512, dueling: bool = False, input_scale: float = 255.0):
+                 hidden: int = 512, dueling: bool = False, input_scale: float = 255.0, channels_last: bool = True):
         super().__init__()
         if padding not in PADDINGS:
             raise ValueError(f"model.padding={padding!r} is not allowed; choose one of {PADDINGS}")
@@ -70,10 +70,18 @@ class NatureCNN(nn.Module):
         self.head = QHead(self.flat_features, hidden, num_actions, dueling)
         self.register_buffer("input_scale", torch.tensor(float(input_scale)), persistent=False)
         xavier_init(self)
+        # NHWC convolutions skip oneDNN's layout conversions (~10% per update on CPU). Only
+        # the memory layout changes: parameters, checkpoints and outputs stay the same.
+        self.channels_last = channels_last
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        # Observations stay uint8 until here. conv(x / 255) = conv with weights / 255: dividing
-        # the first conv's 8k weights instead of the 900k inputs of a batch saves a full pass.
+        # Observations stay uint8 until here (a layout change of uint8 is 4x cheaper than of
+        # floats). conv(x / 255) = conv with weights / 255: dividing the first conv's 8k
+        # weights instead of the 900k inputs of a batch saves a full pass.
+        if self.channels_last:
+            obs = obs.contiguous(memory_format=torch.channels_last)
         features = obs.float()
         for layer in self._before_first_conv:
             features = layer(features)
@@ -119,7 +127,8 @@ def build_q_network(model_cfg: Any, obs_shape: Sequence[int], num_actions: int) 
     name = model_cfg.name
     if name == "nature_cnn":
         return NatureCNN(obs_shape, num_actions, padding=model_cfg.padding, hidden=model_cfg.hidden,
-                         dueling=model_cfg.dueling, input_scale=model_cfg.input_scale)
+                         dueling=model_cfg.dueling, input_scale=model_cfg.input_scale,
+                         channels_last=model_cfg.get("channels_last", True))
     if name == "mlp":
         return MLP(obs_shape, num_actions, hidden_sizes=list(model_cfg.hidden_sizes), dueling=model_cfg.dueling,
                    input_scale=model_cfg.input_scale)

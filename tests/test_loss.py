@@ -162,3 +162,13 @@ def test_scaling_folded_into_the_first_conv_equals_scaling_the_input():
     for padding in ("same", "valid"):
         net = NatureCNN((4, 84, 84), 6, padding=padding)
         torch.testing.assert_close(net(obs), net.head(net.torso(obs.float() / 255)))
+
+
+def test_channels_last_changes_only_the_memory_layout():
+    torch.manual_seed(0)
+    nhwc = NatureCNN((4, 84, 84), 6, channels_last=True)
+    nchw = NatureCNN((4, 84, 84), 6, channels_last=False)
+    nchw.load_state_dict(nhwc.state_dict())
+    assert nhwc.torso[0].weight.is_contiguous(memory_format=torch.channels_last)
+    obs = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    torch.testing.assert_close(nhwc(obs), nchw(obs))
