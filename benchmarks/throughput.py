@@ -1,6 +1,6 @@
 """Training throughput on Pong, measured in one run on this machine, and the ratios.
 
-    python benchmarks/throughput.py --window-steps 2000 --windows 3   # about 35 minutes on 2 cores
+    python benchmarks/throughput.py --window-steps 2000 --windows 3   # about 25 minutes on 2 cores
     python benchmarks/throughput.py --skip-sb3 --repeats 1
 
 Settings of every measurement: PongNoFrameskip-v4, batch 32, one gradient step every 4 env
