@@ -12,6 +12,7 @@ Truncated episodes bootstrap; only termination cuts the target.
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any, Iterator, Sequence
 
 import pytorch_lightning as pl
@@ -22,6 +23,9 @@ from torch import nn
 from emdqn.config import resolve_memory_weights
 from emdqn.metrics import log_metrics
 from emdqn.networks import build_q_network
+
+
+LOGGED_PARTS = ("loss", "td_loss", "memory_loss", "q_values")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -138,27 +142,30 @@ class EMDQNModule(pl.LightningModule):
         batch = self.transfer_batch_to_device(batch, self.device, 0)
         env_step = int(batch["env_step"])
         parts = emdqn_loss(self._train_q, self._train_target, batch, **self._loss_settings)
-        loss = parts["loss"]
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"the loss became {loss.item()} at env step {env_step} (td_loss={parts['td_loss'].item()}, "
-                f"memory_loss={parts['memory_loss'].item()}); training stopped, the last checkpoint is kept. "
-                "Try a lower agent.lr or enable agent.grad_clip_norm.")
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
+        self.manual_backward(parts["loss"])
         if self._grad_clip_norm is not None:
             clip_grad_norm_per_tensor(self._q_parameters, self._grad_clip_norm)
         optimizer.step()
+        # One device-to-host read per step, once all of its work is queued: on a GPU a check
+        # before the backward pass would stall the queue. A non-finite step is never saved:
+        # the error ends the run before any checkpoint is written.
+        values = dict(zip(LOGGED_PARTS, torch.stack([parts[name].detach() for name in LOGGED_PARTS]).tolist()))
+        if not math.isfinite(values["loss"]):
+            raise NonFiniteLossError(
+                f"the loss became {values['loss']} at env step {env_step} (td_loss={values['td_loss']}, "
+                f"memory_loss={values['memory_loss']}); training stopped, the last checkpoint is kept. "
+                "Try a lower agent.lr or enable agent.grad_clip_norm.")
         if env_step // self._target_update > self.last_target_sync // self._target_update:
             self.sync_target()
             self.last_target_sync = env_step
-        self._accumulate(parts)
+        self._accumulate(values)
         self._maybe_log(env_step)
 
-    def _accumulate(self, parts: dict[str, torch.Tensor]) -> None:
-        for name in ("loss", "td_loss", "memory_loss", "q_values"):
-            self._sums[name] = self._sums.get(name, 0.0) + float(parts[name].detach())
+    def _accumulate(self, values: dict[str, float]) -> None:
+        for name, value in values.items():
+            self._sums[name] = self._sums.get(name, 0.0) + value
         self._count += 1
 
     def _maybe_log(self, env_step: int, force: bool = False) -> None:
