@@ -149,9 +149,9 @@ def validate(cfg: DictConfig) -> None:
         _fail("env.num_envs", num_envs, f"at most buffer.capacity / 2 ({capacity // 2}): each env keeps "
               "its own share of the replay buffer")
     if env.kind == "atari" and num_envs > 1:
-        from emdqn.vector import ALE_VECTOR_KWARGS
+        from emdqn.vector import ALE_VECTOR_KWARGS, unsupported_vector_kwargs
 
-        unsupported = sorted(set(env.get("kwargs") or {}) - set(ALE_VECTOR_KWARGS))
+        unsupported = unsupported_vector_kwargs(env)
         if unsupported:
             _fail("env.kwargs", unsupported, f"with env.num_envs > 1 (ale-py's vector env) only "
                   f"{', '.join(ALE_VECTOR_KWARGS)}; use env.num_envs=1 for the others")

@@ -35,6 +35,11 @@ from emdqn.envs import make_env, real_episode_stats
 ALE_VECTOR_KWARGS = ("repeat_action_probability", "full_action_space", "max_num_frames_per_episode")
 
 
+def unsupported_vector_kwargs(env_cfg: Any) -> list[str]:
+    """The ``env.kwargs`` that ale-py's vector env cannot take (sorted; empty when all fit)."""
+    return sorted(set(env_cfg.get("kwargs") or {}) - set(ALE_VECTOR_KWARGS))
+
+
 @dataclass
 class VectorStep:
     """What one step of all sub-environments produced (arrays have one row per env)."""
@@ -108,7 +113,7 @@ class AleVectorEnvs:
 
         spec_kwargs = dict(gym.spec(env_cfg.id).kwargs)
         spec_kwargs.update(env_cfg.get("kwargs") or {})
-        unsupported = sorted(set(env_cfg.get("kwargs") or {}) - set(ALE_VECTOR_KWARGS))
+        unsupported = unsupported_vector_kwargs(env_cfg)
         if unsupported:
             raise ValueError(f"env.kwargs {unsupported} are not supported with env.num_envs > 1 (ale-py's vector "
                              f"env takes {', '.join(ALE_VECTOR_KWARGS)}); use env.num_envs=1")
@@ -143,12 +148,15 @@ class AleVectorEnvs:
     def step(self, actions: np.ndarray) -> VectorStep:
         frames, raw_rewards, terminated, truncated, info = self.vector_env.step(np.asarray(actions, dtype=np.int32))
         done = terminated | truncated
-        newest = frames[:, 0].copy()
-        if done.any():  # the frame that ended the episode; ``frames`` already shows the reset
+        any_done = bool(done.any())
+        newest = frames[:, 0]
+        if any_done:  # the frame that ended the episode; ``frames`` already shows the reset
+            newest = newest.copy()
             newest[done] = info["final_obs"][done, 0]
         next_obs = np.concatenate([self.observations[:, 1:], newest[:, None]], axis=1)
-        self.observations = next_obs.copy()
-        if done.any():
+        self.observations = next_obs  # a fresh array each step: sharing it is safe
+        if any_done:
+            self.observations = next_obs.copy()
             self.observations[done] = np.repeat(frames[done], self.frame_stack, axis=1)
         raw_rewards = np.asarray(raw_rewards, dtype=np.float64)
         self.game_returns += raw_rewards
