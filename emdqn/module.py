@@ -76,11 +76,14 @@ def clip_grad_norm_per_tensor(parameters: Sequence[nn.Parameter], max_norm: floa
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return
-    # One fused norm over all tensors, then one fused scaling: same result as a loop of
-    # clip_grad_norm_ calls (scale = max_norm / (norm + 1e-6), capped at 1), 10x fewer ops.
-    norms = torch._foreach_norm(grads)
-    scales = [torch.clamp(max_norm / (norm + 1e-6), max=1.0) for norm in norms]
-    torch._foreach_mul_(grads, scales)
+    # One fused norm over all tensors and one fused scaling: the result of a loop of
+    # clip_grad_norm_ calls (scale = max_norm / (norm + 1e-6), capped at 1) in 4 ops.
+    scales = (max_norm / (torch.stack(torch._foreach_norm(grads)) + 1e-6)).clamp(max=1.0)
+    # Most steps clip nothing; on the CPU, checking costs less than a pass over 7 MB of
+    # gradients (x 1.0 changes no bit). On a GPU the check would stall the queue.
+    if grads[0].device.type == "cpu" and not bool((scales < 1.0).any()):
+        return
+    torch._foreach_mul_(grads, list(scales.unbind()))
 
 
 def build_optimizer(parameters: Any, agent_cfg: Any) -> torch.optim.Optimizer:
@@ -113,6 +116,7 @@ class EMDQNModule(pl.LightningModule):
                                "average": str(cfg.memory.average)}
         self._grad_clip_norm = self.agent.grad_clip_norm
         self._target_update = int(self.agent.target_update)
+        self._log_every = int(cfg.trainer.log_every_steps)
         self._q_parameters = list(self.q_network.parameters())
         self.last_target_sync = 0
         self.pending_optimizer_state: dict[str, Any] | None = None
@@ -143,7 +147,8 @@ class EMDQNModule(pl.LightningModule):
         env_step = int(batch["env_step"])
         parts = emdqn_loss(self._train_q, self._train_target, batch, **self._loss_settings)
         optimizer = self.optimizers()
-        optimizer.zero_grad(set_to_none=True)
+        for parameter in self._q_parameters:  # zero_grad(set_to_none=True) without its per-call hooks
+            parameter.grad = None
         self.manual_backward(parts["loss"])
         if self._grad_clip_norm is not None:
             clip_grad_norm_per_tensor(self._q_parameters, self._grad_clip_norm)
@@ -169,7 +174,7 @@ class EMDQNModule(pl.LightningModule):
         self._count += 1
 
     def _maybe_log(self, env_step: int, force: bool = False) -> None:
-        every = self.cfg.trainer.log_every_steps
+        every = self._log_every
         if not force and env_step // every == self.last_log_step // every:
             return
         self.last_log_step = env_step

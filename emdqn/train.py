@@ -220,16 +220,19 @@ class PeriodicWork(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, module: EMDQNModule) -> None:
         self.last_step = trainer.datamodule.env_steps
+        # Plain ints: this runs after every gradient step.
+        self.every_checkpoint = int(self.cfg.checkpoint.every_steps or 0)
+        self.every_eval = int(self.cfg.eval.every_steps or 0) if self.cfg.eval.episodes else 0
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: EMDQNModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         datamodule = trainer.datamodule
         step = datamodule.env_steps
-        every_checkpoint, every_eval = self.cfg.checkpoint.every_steps, self.cfg.eval.every_steps
+        every_checkpoint, every_eval = self.every_checkpoint, self.every_eval
         if every_checkpoint and step // every_checkpoint > self.last_step // every_checkpoint:
             path = save_checkpoint(self.run_dir, module, datamodule, self.cfg.checkpoint.save_replay)
             log.info("Checkpoint at env step %s: %s", f"{step:,}", path)
-        if every_eval and self.cfg.eval.episodes and step // every_eval > self.last_step // every_eval:
+        if every_eval and step // every_eval > self.last_step // every_eval:
             returns = evaluate(module.q_network, self.cfg.env, self.cfg.eval.episodes, self.cfg.eval.epsilon,
                                seed=self.cfg.seed + 10_000 + step)
             mean = float(np.mean(returns))

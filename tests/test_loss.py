@@ -104,6 +104,26 @@ def test_per_tensor_gradient_clipping():
     assert b.grad.tolist() == pytest.approx([3.0, 4.0])
 
 
+@pytest.mark.parametrize("scale", [1e-3, 100.0])
+def test_per_tensor_clipping_matches_torch_per_tensor(scale):
+    """Same values as torch's clip_grad_norm_ called per tensor, with or without clipping."""
+    net = NatureCNN((4, 84, 84), 6, padding="valid")
+    generator = torch.Generator().manual_seed(0)
+    grads = [torch.randn(p.shape, generator=generator) * scale for p in net.parameters()]
+    expected = [g.clone() for g in grads]
+    for grad in expected:
+        holder = nn.Parameter(torch.zeros_like(grad))
+        holder.grad = grad
+        torch.nn.utils.clip_grad_norm_([holder], 10.0)
+    for param, grad in zip(net.parameters(), grads):
+        param.grad = grad.clone()
+    clip_grad_norm_per_tensor(list(net.parameters()), 10.0)
+    for param, reference in zip(net.parameters(), expected):
+        torch.testing.assert_close(param.grad, reference, rtol=1e-6, atol=0)
+    if scale < 1:  # nothing to clip: the gradients are left bit for bit as they were
+        assert all(torch.equal(param.grad, grad) for param, grad in zip(net.parameters(), grads))
+
+
 def test_nature_cnn_same_padding_matches_the_original_layer_sizes():
     assert tf_same_padding(84, 8, 4) == (2, 2)
     net = NatureCNN((4, 84, 84), 6, padding="same")
