@@ -74,6 +74,11 @@ class EMDQNDataModule(pl.LightningDataModule):
         self.stop_requested = False  # a signal: stop, checkpoint, resume later
         self.solved_at_step: int | None = None  # eval.stop_at_return reached: the run is complete
         self.learning_resumes_at = 0
+        self.total_steps = int(self.agent.total_steps)
+        # A step whose actions were sent but not yet received: (obs, actions, memory keys).
+        self.step_in_flight: tuple[np.ndarray, np.ndarray, Any] | None = None
+        self._rng_before_step = self.rng.bit_generator.state
+        self.updates_pending = 0  # batches still to yield for the last step played
         self._interval_start = (time.perf_counter(), 0)
 
     def train_dataloader(self) -> DataLoader:
@@ -100,12 +105,36 @@ class EMDQNDataModule(pl.LightningDataModule):
     def play_step(self, network: torch.nn.Module) -> None:
         """One epsilon-greedy step of every env (``num_envs`` env steps): store the
         transitions, write finished episodes to the memory."""
+        if self.step_in_flight is None:
+            self.start_step(network)
+        self.finish_step()
+
+    def start_step(self, network: torch.nn.Module) -> None:
+        """Choose every env's action and hand the actions to the envs."""
         if self.envs.observations is None:
             self.envs.reset()
+        self._rng_before_step = self.rng.bit_generator.state
         obs = self.envs.observations.copy()
         actions = self.choose_actions(network, obs)
-        step = self.envs.step(actions)
+        self.envs.send(actions)
+        # Projected while the envs step (ale-py's threads emulate the games meanwhile).
         keys = self.memory.project(obs) if self.memory is not None else [None] * self.num_envs
+        self.step_in_flight = (obs, actions, keys)
+
+    def start_next_step_early(self, network: torch.nn.Module) -> None:
+        """Called after a gradient step: when the stream would play next, send the envs
+        their actions now, chosen with the network just updated (as the original acts), so
+        that the games are emulated during Lightning's work between two steps. Only where
+        the envs step in the background; the data and the updates stay the same."""
+        if (self.envs.steps_in_background and self.step_in_flight is None and self.updates_pending == 0
+                and self._may_play()):
+            self.start_step(network)
+
+    def finish_step(self) -> None:
+        """Receive the step started by :meth:`start_step` and store what it produced."""
+        obs, actions, keys = self.step_in_flight
+        step = self.envs.recv()
+        self.step_in_flight = None
         for index in range(self.num_envs):
             action, reward = int(actions[index]), float(step.rewards[index])
             ended = step.terminated[index] or step.truncated[index]
@@ -159,25 +188,32 @@ class EMDQNDataModule(pl.LightningDataModule):
             "env_step": torch.tensor(self.env_steps, dtype=torch.int64),
         }
 
+    def _may_play(self) -> bool:
+        return self.env_steps < self.total_steps and not self.stop_requested and self.solved_at_step is None
+
     def batches(self) -> Iterator[dict[str, torch.Tensor]]:
         """Play one step of the envs at a time; per ``train_freq`` env steps, yield a batch.
 
         Stepping one at a time (not ``train_freq`` per loop) keeps the schedule identical
-        when a run stops between two gradient steps and is resumed.
+        when a run stops between two gradient steps and is resumed. A step that
+        :meth:`start_next_step_early` started is finished here; if the run stops first,
+        that step never happened (its actions are dropped, nothing was stored).
         """
         network = self.trainer.lightning_module.q_network if self.trainer is not None else None
         # Plain ints: config lookups cost more than the rest of this loop's bookkeeping.
-        total_steps, train_freq = int(self.agent.total_steps), int(self.agent.train_freq)
+        self.total_steps, train_freq = int(self.agent.total_steps), int(self.agent.train_freq)
         learning_starts = max(int(self.agent.learning_starts), self.learning_resumes_at)
         first_update = -(-learning_starts // train_freq)  # the first multiple of train_freq >= learning_starts
-        while self.env_steps < total_steps and not self.stop_requested and self.solved_at_step is None:
+        while self._may_play():
             steps_before = self.env_steps
             self.play_step(network)
             if self.progress.due():
                 self._report_progress()
             # One batch per multiple of train_freq (at or after learning starts) passed in this
             # step, however many envs it played: the same updates as with one env.
-            for _ in range(self.env_steps // train_freq - max(steps_before // train_freq, first_update - 1)):
+            self.updates_pending = self.env_steps // train_freq - max(steps_before // train_freq, first_update - 1)
+            while self.updates_pending > 0:
+                self.updates_pending -= 1
                 yield self.sample_batch()
         self._report_progress(force=True)
 
@@ -187,7 +223,9 @@ class EMDQNDataModule(pl.LightningDataModule):
         return {
             "env_steps": self.env_steps, "episodes": self.episodes, "recent_returns": list(self.recent_returns),
             "episode_keys": list(self.episode_keys), "episode_actions": list(self.episode_actions),
-            "episode_rewards": list(self.episode_rewards), "rng": self.rng.bit_generator.state,
+            "episode_rewards": list(self.episode_rewards),
+            # A step in flight is not in this state (nothing of it is stored yet): the RNG as before it.
+            "rng": self._rng_before_step if self.step_in_flight is not None else self.rng.bit_generator.state,
             "hit_window": list(self.hit_window),
         }
 

@@ -165,6 +165,9 @@ class EMDQNModule(pl.LightningModule):
         if env_step // self._target_update > self.last_target_sync // self._target_update:
             self.sync_target()
             self.last_target_sync = env_step
+        datamodule = self.trainer.datamodule
+        if datamodule is not None:
+            datamodule.start_next_step_early(self.q_network)
         self._accumulate(values)
         self._maybe_log(env_step)
 

@@ -17,7 +17,9 @@ sub-environment step as one env step. Two implementations:
 
 Both reset a finished sub-environment inside :meth:`step`: ``next_obs`` holds the true
 successor (the final observation where an episode ended) and ``observations`` the one to
-act from next.
+act from next. ``step`` is ``send`` then ``recv``; where ``steps_in_background`` is true
+(ale-py's threads), the games are emulated between the two calls while this process does
+other work.
 """
 
 from __future__ import annotations
@@ -62,11 +64,22 @@ class SerialEnvs:
         self.observation_shape, self.observation_dtype = tuple(space.shape), space.dtype
         self.num_actions = int(self.envs[0].action_space.n)
         self.observations: np.ndarray | None = None  # None until the first reset
+        self._actions: np.ndarray | None = None
+
+    steps_in_background = False  # the envs step in recv(), in this thread
 
     def reset(self) -> None:
         self.observations = np.stack([env.reset(seed=self.seed + index)[0] for index, env in enumerate(self.envs)])
 
     def step(self, actions: np.ndarray) -> VectorStep:
+        self.send(actions)
+        return self.recv()
+
+    def send(self, actions: np.ndarray) -> None:
+        self._actions = actions
+
+    def recv(self) -> VectorStep:
+        actions, self._actions = self._actions, None
         next_obs = np.empty_like(self.observations)
         rewards = np.empty(self.num_envs, dtype=np.float32)
         terminated = np.empty(self.num_envs, dtype=bool)
@@ -138,6 +151,8 @@ class AleVectorEnvs:
         self.game_returns = np.zeros(num_envs, dtype=np.float64)
         self.game_lengths = np.zeros(num_envs, dtype=np.int64)
 
+    steps_in_background = True  # ale-py emulates the games on its threads between send and recv
+
     def reset(self) -> None:
         frames, info = self.vector_env.reset(seed=self.seed)
         self.observations = np.repeat(frames, self.frame_stack, axis=1)
@@ -146,7 +161,14 @@ class AleVectorEnvs:
         self.game_lengths[:] = 0
 
     def step(self, actions: np.ndarray) -> VectorStep:
-        frames, raw_rewards, terminated, truncated, info = self.vector_env.step(np.asarray(actions, dtype=np.int32))
+        self.send(actions)
+        return self.recv()
+
+    def send(self, actions: np.ndarray) -> None:
+        self.vector_env.send(np.asarray(actions, dtype=np.int32))
+
+    def recv(self) -> VectorStep:
+        frames, raw_rewards, terminated, truncated, info = self.vector_env.recv()
         done = terminated | truncated
         any_done = bool(done.any())
         newest = frames[:, 0]

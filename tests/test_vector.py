@@ -116,3 +116,38 @@ def test_resume_with_ale_vector_env_starts_new_games_and_keeps_counting(tmp_path
         assert stream.episode_pos[stream.current] == 1  # a new episode began in each env
     resumed.envs.close()
     torch.testing.assert_close(resumed_module.q_network.state_dict(), module.q_network.state_dict())
+
+
+def test_a_step_started_early_plays_and_stores_the_same_as_a_step_in_the_loop(tmp_path):
+    """ale-py emulates the games while Lightning works between two gradient steps; the data
+    must not change, and a checkpoint taken meanwhile must not contain half a step."""
+    cfg = compose_config(["env=pong", "env.num_envs=2", "buffer.capacity=400", "memory.capacity=400",
+                          "agent.exploration.schedule=[[0,0.5]]"])
+    in_loop, early = EMDQNDataModule(cfg), EMDQNDataModule(cfg)
+    module = EMDQNModule(cfg, in_loop.obs_shape, in_loop.num_actions)
+    for _ in range(40):
+        in_loop.play_step(module.q_network)
+        early.start_next_step_early(module.q_network)
+        assert early.step_in_flight is not None
+        early.play_step(module.q_network)
+    early.start_next_step_early(module.q_network)  # in flight while the checkpoint is taken
+    data_state = early.state_dict()
+    save_checkpoint(tmp_path, module, early)
+    for name, array in in_loop.replay.state_dict()["arrays"].items():
+        np.testing.assert_array_equal(early.replay.state_dict()["arrays"][name], array, err_msg=name)
+    assert early.env_steps == in_loop.env_steps == 80
+    assert early.episode_rewards == in_loop.episode_rewards
+    assert data_state["rng"] == in_loop.rng.bit_generator.state, "the checkpoint holds the RNG before that step"
+    assert load_checkpoint(tmp_path)["env_steps"] == 80
+    early.play_step(module.q_network)  # finishes the step in flight instead of starting one
+    assert early.env_steps == 82 and early.step_in_flight is None
+    for datamodule in (in_loop, early):
+        datamodule.envs.close()
+
+
+def test_serial_envs_never_start_a_step_early():
+    cfg = compose_config(["env=cartpole", "model=mlp", "env.num_envs=2"])
+    datamodule = EMDQNDataModule(cfg)
+    module = EMDQNModule(cfg, datamodule.obs_shape, datamodule.num_actions)
+    datamodule.start_next_step_early(module.q_network)
+    assert datamodule.step_in_flight is None  # they would step in this thread: nothing to overlap
