@@ -1,0 +1,123 @@
+"""Where the time of one gradient step goes, inside a real training run on Pong.
+
+    python benchmarks/step_breakdown.py                  # env.num_envs=4, padding valid, memory=kdtree
+    python benchmarks/step_breakdown.py env.num_envs=1 model.padding=same memory=none
+
+The run has the settings of ``throughput.py`` (batch 32, one update per 4 env steps,
+epsilon 0.01, the memory pre-filled with ``--memory-entries`` keys). The parts of the loop
+are wrapped with timers (``perf_counter``, well under a microsecond per call) once learning
+has started, and the script prints each part's time per gradient step, averaged over
+``--steps`` env steps. Indented parts run inside the part above them; "Lightning between
+steps" is the wall time outside ``training_step``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+from _common import compose_config, quiet_logs
+from pytorch_lightning.core.optimizer import LightningOptimizer
+from throughput import COMMON, prefill_memory
+
+import emdqn.module
+from emdqn.data import EMDQNDataModule
+from emdqn.memory import EpisodicMemory
+from emdqn.module import EMDQNModule
+from emdqn.replay import MultiEnvReplay
+from emdqn.train import train
+from emdqn.vector import AleVectorEnvs, SerialEnvs
+
+# (owner, attribute, label, depth): the order and nesting of the printed table.
+PARTS: list[tuple[Any, str, str, int]] = [
+    (EMDQNDataModule, "finish_step", "receive and store the env step", 1),
+    (AleVectorEnvs, "recv", "env recv", 2),
+    (SerialEnvs, "recv", "env recv (serial envs step here)", 2),
+    (MultiEnvReplay, "add", "replay add", 2),
+    (EMDQNDataModule, "sample_batch", "sample the batch", 1),
+    (MultiEnvReplay, "sample", "replay sample", 2),
+    (EpisodicMemory, "lookup", "memory lookup", 2),
+    (emdqn.module, "emdqn_loss", "loss forward (online + target)", 1),
+    (EMDQNModule, "manual_backward", "backward", 1),
+    (emdqn.module, "clip_grad_norm_per_tensor", "gradient clipping", 1),
+    (LightningOptimizer, "step", "optimizer step (Adam)", 1),
+    (EMDQNDataModule, "start_step", "act and send the next env step", 1),
+    (EMDQNDataModule, "greedy_actions", "acting forward pass", 2),
+    (AleVectorEnvs, "send", "env send", 2),
+    (SerialEnvs, "send", "env send", 2),
+    (EpisodicMemory, "project", "memory keys", 2),
+]
+
+
+def install_timers(totals: Counter, active: list[bool]) -> None:
+    def timed(function: Callable, label: str) -> Callable:
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            if not active[0]:
+                return function(*args, **kwargs)
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                totals[label] += time.perf_counter() - start
+        return wrapper
+
+    for owner, attribute, label, _ in PARTS:
+        setattr(owner, attribute, timed(getattr(owner, attribute), label))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=8000, help="env steps timed after learning starts")
+    parser.add_argument("--memory-entries", type=int, default=1_000_000)
+    parser.add_argument("overrides", nargs="*", help="overrides of the run, e.g. env.num_envs=1")
+    args = parser.parse_args()
+    quiet_logs()
+    learning_starts, warmup = 2000, 2000
+    cfg = compose_config(COMMON + ["memory=kdtree", "env.num_envs=4", "model.padding=valid",
+                                   f"agent.learning_starts={learning_starts}",
+                                   f"agent.total_steps={learning_starts + warmup + args.steps}",
+                                   f"trainer.log_every_steps={args.steps}"] + args.overrides)
+    totals: Counter = Counter()
+    active = [False]
+    install_timers(totals, active)
+    updates = [0]
+    started = [0.0]
+    training_step = EMDQNModule.training_step
+
+    # Lightning reads this hook's parameter names (``dataloader_iter``): no generic wrapper.
+    def counting_step(module: EMDQNModule, dataloader_iter: Any) -> None:
+        if not active[0] and module.trainer.datamodule.env_steps >= learning_starts + warmup:
+            active[0], started[0] = True, time.perf_counter()
+        start = time.perf_counter()
+        try:
+            return training_step(module, dataloader_iter)
+        finally:
+            if active[0]:
+                updates[0] += 1
+                totals["training_step"] += time.perf_counter() - start
+
+    EMDQNModule.training_step = counting_step
+    with tempfile.TemporaryDirectory() as folder:
+        train(cfg, run_dir=Path(folder) / "run", before_fit=prefill_memory(args.memory_entries))
+    wall = time.perf_counter() - started[0]
+    count = max(updates[0], 1)
+    print(f"\n{' '.join(args.overrides) or 'defaults'}: {count} gradient steps, "
+          f"{1000 * wall / count:.2f} ms each ({cfg.agent.train_freq * count / wall:.0f} SPS)")
+    print(f"  {'training_step':<44} {1000 * totals['training_step'] / count:6.2f} ms")
+    printed = set()
+    for _, _, label, depth in PARTS:
+        if label in totals and label not in printed:
+            printed.add(label)
+            print(f"  {'  ' * depth}{label:<{44 - 2 * depth}} {1000 * totals[label] / count:6.2f} ms")
+    outside = wall - totals["training_step"]
+    print(f"  {'Lightning between steps':<44} {1000 * outside / count:6.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
