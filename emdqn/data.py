@@ -74,7 +74,7 @@ class EMDQNDataModule(pl.LightningDataModule):
         self.stop_requested = False  # a signal: stop, checkpoint, resume later
         self.solved_at_step: int | None = None  # eval.stop_at_return reached: the run is complete
         self.learning_resumes_at = 0
-        self.total_steps = int(self.agent.total_steps)
+        self.total_steps = int(self.agent.total_steps)  # a plain int: read every env step
         # A step whose actions were sent but not yet received: (obs, actions, memory keys).
         self.step_in_flight: tuple[np.ndarray, np.ndarray, Any] | None = None
         self._rng_before_step = self.rng.bit_generator.state
@@ -200,8 +200,8 @@ class EMDQNDataModule(pl.LightningDataModule):
         that step never happened (its actions are dropped, nothing was stored).
         """
         network = self.trainer.lightning_module.q_network if self.trainer is not None else None
-        # Plain ints: config lookups cost more than the rest of this loop's bookkeeping.
-        self.total_steps, train_freq = int(self.agent.total_steps), int(self.agent.train_freq)
+        # Plain ints (here and self.total_steps): config lookups cost more than this loop's bookkeeping.
+        train_freq = int(self.agent.train_freq)
         learning_starts = max(int(self.agent.learning_starts), self.learning_resumes_at)
         first_update = -(-learning_starts // train_freq)  # the first multiple of train_freq >= learning_starts
         while self._may_play():
