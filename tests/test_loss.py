@@ -192,3 +192,19 @@ def test_channels_last_changes_only_the_memory_layout():
     assert nhwc.torso[0].weight.is_contiguous(memory_format=torch.channels_last)
     obs = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
     torch.testing.assert_close(nhwc(obs), nchw(obs))
+
+
+@pytest.mark.parametrize("dueling", [False, True])
+def test_under_bf16_autocast_the_q_values_stay_float32(dueling):
+    """trainer.precision=bf16-mixed: the torso runs in bf16, the output layer in fp32."""
+    torch.manual_seed(0)
+    network = NatureCNN((4, 84, 84), 6, padding="valid", dueling=dueling)
+    obs = torch.randint(0, 256, (4, 4, 84, 84), dtype=torch.uint8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = network(obs)
+        features = network.torso(obs.float() / 255)
+    assert features.dtype == torch.bfloat16 and mixed.dtype == torch.float32
+    exact = network(obs)
+    # bf16 rounds the torso's activations (8 bits of mantissa): close, not equal, to fp32.
+    torch.testing.assert_close(mixed, exact, rtol=0.05, atol=0.02 * exact.abs().max().item())
+    assert not torch.equal(mixed, exact)
