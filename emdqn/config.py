@@ -12,6 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 DEFAULT_LAMBDA = 0.1  # the paper's and the original code's memory weight
+PRECISIONS = ("32-true", "bf16-mixed")  # trainer.precision values the loss and clipping are correct under
 
 
 class ConfigError(ValueError):
@@ -174,6 +175,12 @@ def validate(cfg: DictConfig) -> None:
     threads = cfg.trainer.threads
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         _fail("trainer.threads", threads, "an integer >= 1, or null for torch's default")
+    if cfg.trainer.precision not in PRECISIONS:
+        # 16-mixed is left out on purpose: its loss scaling would reach the per-tensor
+        # gradient clipping with scaled gradients.
+        _fail("trainer.precision", cfg.trainer.precision,
+              "32-true (fp32, the default) or bf16-mixed (bf16 autocast of the gradient step, fp32 weights and "
+              "Q-values: faster where the CPU or GPU has bf16 units, not bit-identical to fp32)")
 
 
 def _validate_schedule(schedule: Any) -> None:

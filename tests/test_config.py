@@ -81,6 +81,8 @@ BAD_CONFIGS = [
     ("memory.average=median", "memory.average='median'"),
     ("model.padding=full", "model.padding='full'"),
     ("trainer.threads=0", "trainer.threads=0"),
+    ("trainer.precision=16-mixed", "trainer.precision='16-mixed'.*bf16-mixed"),
+    ("trainer.precision=32", "trainer.precision=32 "),
     ("eval.episodes=-1", "eval.episodes=-1"),
     ("env.num_envs=0", "env.num_envs=0"),
 ]
