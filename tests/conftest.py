@@ -31,6 +31,11 @@ def run_train(args, cwd, timeout=600, check=True, extra_env=None):
     return result
 
 
+def optimizer_steps(state):
+    """Adam's step count in a checkpoint: the gradient steps the run made."""
+    return int(next(iter(state["module"]["optimizer"]["state"].values()))["step"])
+
+
 @pytest.fixture
 def compose_cfg():
     return compose_config

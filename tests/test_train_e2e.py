@@ -1,10 +1,11 @@
 """The real CLI end to end: python train.py ... in a subprocess, then the run folder."""
 
 import csv
+import math
 
 import torch
 
-from tests.conftest import run_train
+from tests.conftest import optimizer_steps, run_train
 
 PONG_TINY = ["env=pong", "agent.total_steps=400", "agent.learning_starts=200", "buffer.capacity=1000",
              "memory.capacity=1000", "trainer.log_every_steps=100", "eval.episodes=0"]
@@ -45,6 +46,17 @@ def test_cartpole_trains_and_evaluates_with_the_same_code_path(tmp_path):
     assert len(returns) >= 10 and all(r >= 8 for r in returns)
     assert any(r["eval/episodic_return"] for r in rows)
     assert "Evaluation over 2 episodes" in result.stdout + result.stderr
+
+
+def test_pong_trains_with_bf16_mixed_precision_and_keeps_fp32_weights(tmp_path):
+    run_dir = tmp_path / "bf16"
+    run_train(PONG_TINY + [f"hydra.run.dir={run_dir}", "trainer.precision=bf16-mixed", "logger=csv"], cwd=tmp_path)
+    losses = [float(row["losses/loss"]) for row in read_rows(run_dir) if row["losses/loss"]]
+    assert len(losses) == 3 and all(math.isfinite(value) for value in losses)
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    weights = state["module"]["q_network"]
+    assert all(tensor.dtype == torch.float32 for tensor in weights.values())
+    assert optimizer_steps(state) == len(range(200, 401, 4))
 
 
 def test_plain_dqn_with_memory_none(tmp_path):

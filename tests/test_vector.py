@@ -9,7 +9,7 @@ from emdqn.config import ConfigError, validate
 from emdqn.data import EMDQNDataModule
 from emdqn.module import EMDQNModule
 from emdqn.vector import AleVectorEnvs, SerialEnvs, make_envs
-from tests.conftest import compose_config, run_train
+from tests.conftest import compose_config, optimizer_steps, run_train
 
 
 def test_ale_vector_env_keeps_our_stacking_clipping_and_episodic_life():
@@ -61,10 +61,6 @@ def test_one_env_and_flat_games_use_our_own_wrappers():
 def test_vector_settings_are_checked(overrides, key):
     with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
         validate(compose_config(overrides))
-
-
-def optimizer_steps(state):
-    return int(next(iter(state["module"]["optimizer"]["state"].values()))["step"])
 
 
 def test_pong_with_four_envs_trains_end_to_end_and_counts_env_steps(tmp_path):
