@@ -2,6 +2,7 @@
 
     python benchmarks/throughput.py --window-steps 2000 --windows 3   # about 25 minutes on 2 cores
     python benchmarks/throughput.py --skip-sb3 --repeats 1
+    python benchmarks/throughput.py trainer.precision=bf16-mixed      # our loops and bounds in bf16-mixed
 
 Settings of every measurement: PongNoFrameskip-v4, batch 32, one gradient step every 4 env
 steps, Nature CNN, Adam, target every 40,000 steps, a 100k replay, and epsilon fixed at 0.01
@@ -86,7 +87,9 @@ def learner_bound_sps(overrides: list[str], updates: int, windows: int) -> float
     for window in range(windows + 1):
         start = time.perf_counter()
         for _ in range(updates):
-            loss = emdqn_loss(train_q, train_target, batch, gamma=0.99, alpha=1.0, beta=0.1)["loss"]
+            # As Lightning's bf16-mixed precision does around our training step.
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.trainer.precision == "bf16-mixed"):
+                loss = emdqn_loss(train_q, train_target, batch, gamma=0.99, alpha=1.0, beta=0.1)["loss"]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             clip_grad_norm_per_tensor(list(q_network.parameters()), 10.0)
@@ -176,6 +179,9 @@ def main() -> None:
     args = parser.parse_args()
     quiet_logs()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; windows of {args.window_steps} env steps")
+    if any(override.startswith("trainer.precision=") and override != "trainer.precision=32-true"
+           for override in args.overrides):
+        print("note: Stable-Baselines3 runs in fp32; the ratios to it compare different arithmetic")
     vector = f"env.num_envs={args.num_envs}"
     figures: dict[str, float] = {}
     figures["env only"] = env_only_sps(args.window_steps, args.windows)
