@@ -179,8 +179,7 @@ def main() -> None:
     args = parser.parse_args()
     quiet_logs()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; windows of {args.window_steps} env steps")
-    if any(override.startswith("trainer.precision=") and override != "trainer.precision=32-true"
-           for override in args.overrides):
+    if compose_config(COMMON + args.overrides).trainer.precision != "32-true":
         print("note: Stable-Baselines3 runs in fp32; the ratios to it compare different arithmetic")
     vector = f"env.num_envs={args.num_envs}"
     figures: dict[str, float] = {}
