@@ -8,13 +8,15 @@ epsilon 0.01, the memory pre-filled with ``--memory-entries`` keys). The parts o
 are wrapped with timers (``perf_counter``, well under a microsecond per call) once learning
 has started, and the script prints each part's time per gradient step, averaged over
 ``--steps`` env steps. Indented parts run inside the part above them; "Lightning between
-steps" is the wall time outside ``training_step``.
+steps" is the wall time outside ``training_step``. A last line gives the acting pass's median
+time by its position after the optimizer step (with one env, four passes per update).
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import statistics
 import tempfile
 import time
 from collections import Counter
@@ -71,6 +73,34 @@ def install_timers(totals: Counter, active: list[bool]) -> None:
         setattr(owner, attribute, timed(getattr(owner, attribute), label))
 
 
+def install_acting_positions(active: list[bool]) -> dict[int, list[float]]:
+    """Time each acting pass by how many passes came before it since the last optimizer
+    step: the first one after an update finds the caches full of Adam's traffic."""
+    by_position: dict[int, list[float]] = {}
+    position = [0]
+    greedy_actions, optimizer_step = EMDQNDataModule.greedy_actions, LightningOptimizer.step
+
+    @functools.wraps(greedy_actions)
+    def timed_acting(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return greedy_actions(*args, **kwargs)
+        finally:
+            if active[0]:
+                by_position.setdefault(position[0], []).append(time.perf_counter() - start)
+            position[0] += 1
+
+    @functools.wraps(optimizer_step)
+    def counted_step(*args, **kwargs):
+        try:
+            return optimizer_step(*args, **kwargs)
+        finally:
+            position[0] = 0
+
+    EMDQNDataModule.greedy_actions, LightningOptimizer.step = timed_acting, counted_step
+    return by_position
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=8000, help="env steps timed after learning starts")
@@ -86,6 +116,7 @@ def main() -> None:
     totals: Counter = Counter()
     active = [False]
     install_timers(totals, active)
+    acting_by_position = install_acting_positions(active)
     updates = [0]
     started = [0.0]
     training_step = EMDQNModule.training_step
@@ -117,6 +148,8 @@ def main() -> None:
             print(f"  {'  ' * depth}{label:<{44 - 2 * depth}} {1000 * totals[label] / count:6.2f} ms")
     outside = wall - totals["training_step"]
     print(f"  {'Lightning between steps':<44} {1000 * outside / count:6.2f} ms")
+    positions = ", ".join(f"{1000 * statistics.median(times):.2f}" for _, times in sorted(acting_by_position.items()))
+    print(f"acting forward pass by its position after the optimizer step (median ms): {positions}")
 
 
 if __name__ == "__main__":
