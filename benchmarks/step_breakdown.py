@@ -56,21 +56,24 @@ PARTS: list[tuple[Any, str, str, int]] = [
 ]
 
 
-def install_timers(totals: Counter, active: list[bool]) -> None:
-    def timed(function: Callable, label: str) -> Callable:
-        @functools.wraps(function)
-        def wrapper(*args, **kwargs):
-            if not active[0]:
-                return function(*args, **kwargs)
-            start = time.perf_counter()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                totals[label] += time.perf_counter() - start
-        return wrapper
+def timed(function: Callable, record: Callable[[float], None]) -> Callable:
+    """``function``, wrapped to hand each call's duration in seconds to ``record``."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            record(time.perf_counter() - start)
+    return wrapper
 
+
+def install_timers(totals: Counter, active: list[bool]) -> None:
     for owner, attribute, label, _ in PARTS:
-        setattr(owner, attribute, timed(getattr(owner, attribute), label))
+        def add(seconds: float, label: str = label) -> None:
+            if active[0]:
+                totals[label] += seconds
+        setattr(owner, attribute, timed(getattr(owner, attribute), add))
 
 
 def install_acting_positions(active: list[bool]) -> dict[int, list[float]]:
@@ -78,17 +81,13 @@ def install_acting_positions(active: list[bool]) -> dict[int, list[float]]:
     step: the first one after an update finds the caches full of Adam's traffic."""
     by_position: dict[int, list[float]] = {}
     position = [0]
-    greedy_actions, optimizer_step = EMDQNDataModule.greedy_actions, LightningOptimizer.step
 
-    @functools.wraps(greedy_actions)
-    def timed_acting(*args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return greedy_actions(*args, **kwargs)
-        finally:
-            if active[0]:
-                by_position.setdefault(position[0], []).append(time.perf_counter() - start)
-            position[0] += 1
+    def add(seconds: float) -> None:
+        if active[0]:
+            by_position.setdefault(position[0], []).append(seconds)
+        position[0] += 1
+
+    optimizer_step = LightningOptimizer.step
 
     @functools.wraps(optimizer_step)
     def counted_step(*args, **kwargs):
@@ -97,7 +96,8 @@ def install_acting_positions(active: list[bool]) -> dict[int, list[float]]:
         finally:
             position[0] = 0
 
-    EMDQNDataModule.greedy_actions, LightningOptimizer.step = timed_acting, counted_step
+    EMDQNDataModule.greedy_actions = timed(EMDQNDataModule.greedy_actions, add)
+    LightningOptimizer.step = counted_step
     return by_position
 
 
