@@ -6,6 +6,7 @@ import math
 from typing import Any, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 PADDINGS = ("same", "valid")
@@ -18,15 +19,60 @@ def tf_same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+ONEDNN_MATMUL = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+class _OneDNNLinearFunction(torch.autograd.Function):
+    """x @ W^T + b and its two gradient products, each one oneDNN fp32 matmul."""
+
+    @staticmethod
+    def forward(ctx, features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(features, weight)
+        ctx.has_bias = bias is not None
+        return torch.ops.mkldnn._linear_pointwise(features, weight, bias, "none", [], "")
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        features, weight = ctx.saved_tensors
+        matmul = torch.ops.mkldnn._linear_pointwise  # computes a @ b^T: pass b transposed
+        grad_output = grad_output.contiguous()
+        grad_features = matmul(grad_output, weight.t(), None, "none", [], "") if ctx.needs_input_grad[0] else None
+        grad_weight = matmul(grad_output.t(), features.t(), None, "none", [], "") if ctx.needs_input_grad[1] else None
+        grad_bias = grad_output.sum(dim=0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_features, grad_weight, grad_bias
+
+
+class OneDNNLinear(nn.Linear):
+    """``nn.Linear`` whose fp32 CPU products (forward and both gradients) run on oneDNN.
+
+    PyTorch sends fp32 CPU matrix products to MKL, which on AMD CPUs takes a path without
+    AVX-512: on this project's AMD EPYC a 2048^2 product runs at 214 GFLOP/s through MKL and
+    465 through oneDNN (the library PyTorch's convolutions already use), and the first dense
+    layer's three products at batch 32 run 2-3x faster (``benchmarks/linear_backends.py``).
+    Same parameters and state-dict keys; the sums are still fp32, in another order (outputs
+    agree with ``F.linear`` within fp32 rounding, tested). Elsewhere (GPU, autocast, other
+    dtypes, N-d inputs, inside ``torch.compile``, whose CPU backend lowers this op only
+    for its own prepacked weights) it is ``F.linear``.
+    """
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if (features.device.type == "cpu" and features.dim() == 2 and features.dtype == torch.float32
+                and self.weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+                and not torch.compiler.is_compiling() and ONEDNN_MATMUL):
+            return _OneDNNLinearFunction.apply(features, self.weight, self.bias)
+        return F.linear(features, self.weight, self.bias)
+
+
 class QHead(nn.Module):
     """Linear Q head, or a dueling head V(s) + A(s,a) - mean_a A(s,a)."""
 
-    def __init__(self, in_features: int, hidden: int, num_actions: int, dueling: bool):
+    def __init__(self, in_features: int, hidden: int, num_actions: int, dueling: bool,
+                 linear: type[nn.Linear] = nn.Linear):
         super().__init__()
         self.dueling = dueling
-        self.advantage = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, num_actions))
+        self.advantage = nn.Sequential(linear(in_features, hidden), nn.ReLU(), linear(hidden, num_actions))
         if dueling:
-            self.value = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+            self.value = nn.Sequential(linear(in_features, hidden), nn.ReLU(), linear(hidden, 1))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         advantage = self._stream(self.advantage, features)
@@ -50,7 +96,8 @@ class NatureCNN(nn.Module):
     """The Nature DQN torso; ``padding='same'`` reproduces the original TF layer sizes (7744)."""
 
     def __init__(self, obs_shape: Sequence[int], num_actions: int, padding: str = "same",
-                 hidden: int = 512, dueling: bool = False, input_scale: float = 255.0, channels_last: bool = True):
+                 hidden: int = 512, dueling: bool = False, input_scale: float = 255.0, channels_last: bool = True,
+                 onednn_linear: bool = True):
         super().__init__()
         if padding not in PADDINGS:
             raise ValueError(f"model.padding={padding!r} is not allowed; choose one of {PADDINGS}")
@@ -78,7 +125,8 @@ class NatureCNN(nn.Module):
         self._first_conv = self.torso[first]
         self._after_first_conv = tuple(self.torso[first + 1:])
         self.flat_features = channels * height * width
-        self.head = QHead(self.flat_features, hidden, num_actions, dueling)
+        self.head = QHead(self.flat_features, hidden, num_actions, dueling,
+                          linear=OneDNNLinear if onednn_linear else nn.Linear)
         self.register_buffer("input_scale", torch.tensor(float(input_scale)), persistent=False)
         xavier_init(self)
         # NHWC convolutions skip oneDNN's layout conversions (~10% per update on CPU). Only
@@ -139,7 +187,8 @@ def build_q_network(model_cfg: Any, obs_shape: Sequence[int], num_actions: int) 
     if name == "nature_cnn":
         return NatureCNN(obs_shape, num_actions, padding=model_cfg.padding, hidden=model_cfg.hidden,
                          dueling=model_cfg.dueling, input_scale=model_cfg.input_scale,
-                         channels_last=model_cfg.get("channels_last", True))
+                         channels_last=model_cfg.get("channels_last", True),
+                         onednn_linear=model_cfg.get("onednn_linear", True))
     if name == "mlp":
         return MLP(obs_shape, num_actions, hidden_sizes=list(model_cfg.hidden_sizes), dueling=model_cfg.dueling,
                    input_scale=model_cfg.input_scale)

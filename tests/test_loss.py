@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from emdqn.module import clip_grad_norm_per_tensor, emdqn_loss, td_targets
-from emdqn.networks import MLP, NatureCNN, tf_same_padding
+from emdqn.networks import MLP, ONEDNN_MATMUL, NatureCNN, OneDNNLinear, tf_same_padding
 from emdqn.schedules import PiecewiseLinearSchedule
 
 
@@ -160,6 +160,49 @@ def test_compiled_and_eager_networks_agree(name):
     compiled = torch.compile(network)
     with torch.no_grad():
         torch.testing.assert_close(compiled(obs), network(obs), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not ONEDNN_MATMUL, reason="this torch build has no oneDNN matmul")
+@pytest.mark.parametrize("batch", [1, 32])
+def test_onednn_linear_computes_what_nn_linear_computes(batch):
+    """Outputs and all three gradients within fp32 rounding; the same state-dict keys."""
+    torch.manual_seed(0)
+    reference = nn.Linear(3136, 512)
+    onednn = OneDNNLinear(3136, 512)
+    onednn.load_state_dict(reference.state_dict())
+    features = torch.rand(batch, 3136)
+    upstream = torch.randn(batch, 512)
+    grads = []
+    for layer in (reference, onednn):
+        inputs = features.clone().requires_grad_(True)
+        output = layer(inputs)
+        output.backward(upstream)
+        grads.append((output.detach(), inputs.grad, layer.weight.grad, layer.bias.grad))
+    for expected, actual in zip(*grads):
+        torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # mixed precision: torch's own path
+        assert onednn(features).dtype == torch.bfloat16
+
+
+@pytest.mark.skipif(not ONEDNN_MATMUL, reason="this torch build has no oneDNN matmul")
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_nature_cnn_dense_layers_on_onednn_learn_the_same_step(padding):
+    """model.onednn_linear changes no parameter and gives the loss and gradients of nn.Linear."""
+    torch.manual_seed(0)
+    onednn = NatureCNN((4, 84, 84), 6, padding=padding, onednn_linear=True)
+    reference = NatureCNN((4, 84, 84), 6, padding=padding, onednn_linear=False)
+    reference.load_state_dict(onednn.state_dict())
+    assert isinstance(onednn.head.advantage[0], OneDNNLinear)
+    assert type(reference.head.advantage[0]) is nn.Linear
+    obs = torch.randint(0, 256, (8, 4, 84, 84), dtype=torch.uint8)
+    grads = []
+    for network in (reference, onednn):
+        network(obs).pow(2).sum().backward()
+        grads.append([parameter.grad for parameter in network.parameters()])
+    for expected, actual in zip(*grads):
+        torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5)
+    with torch.inference_mode():  # acting
+        torch.testing.assert_close(onednn(obs[:1]), reference(obs[:1]), rtol=1e-4, atol=1e-5)
 
 
 def test_same_padding_equals_explicit_tf_padding_on_every_layer():
