@@ -91,7 +91,11 @@ class EMDQNDataModule(pl.LightningDataModule):
     @torch.inference_mode()
     def greedy_actions(self, network: torch.nn.Module, obs: np.ndarray) -> np.ndarray:
         device = next(network.parameters()).device
-        return network(torch.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
+        # This stream is consumed inside training_step, under Lightning's autocast when
+        # trainer.precision=bf16-mixed; acting stays fp32 (and casting the weights to bf16
+        # for a batch of a few observations costs more than the pass saves).
+        with torch.autocast(device.type, enabled=False):
+            return network(torch.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
 
     def choose_actions(self, network: torch.nn.Module, obs: np.ndarray) -> np.ndarray:
         """Epsilon-greedy for every env; the network runs only when some env acts greedily."""

@@ -147,3 +147,25 @@ def test_serial_envs_never_start_a_step_early():
     module = EMDQNModule(cfg, datamodule.obs_shape, datamodule.num_actions)
     datamodule.start_next_step_early(module.q_network)
     assert datamodule.step_in_flight is None  # they would step in this thread: nothing to overlap
+
+
+def test_acting_stays_fp32_inside_the_gradient_steps_autocast():
+    """trainer.precision=bf16-mixed: the env steps are played inside training_step, under autocast."""
+    cfg = compose_config(["env=cartpole", "model=mlp"])
+    datamodule = EMDQNDataModule(cfg)
+    module = EMDQNModule(cfg, datamodule.obs_shape, datamodule.num_actions)
+    autocast_seen, output_dtypes = [], []
+
+    def record(layer, inputs, output) -> None:
+        autocast_seen.append(torch.is_autocast_enabled("cpu"))
+        output_dtypes.append(output.dtype)
+
+    module.q_network.head.advantage[0].register_forward_hook(record)
+    module.q_network.register_forward_hook(record)
+    datamodule.envs.reset()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        actions = datamodule.greedy_actions(module.q_network, datamodule.envs.observations)
+    assert actions.shape == (1,)
+    assert autocast_seen == [False, False]
+    assert output_dtypes == [torch.float32, torch.float32]  # the hidden layer too, not only the output
+    datamodule.envs.close()
