@@ -1,27 +1,33 @@
 """fp32 matrix products on this CPU: PyTorch's default (MKL) against oneDNN.
 
-    python benchmarks/linear_backends.py          # ~20 s
+    python benchmarks/linear_backends.py          # ~1 minute
 
 For a 2048^2 product and for the three products of the Nature CNN's first dense layer
 (forward, gradient of its input, gradient of its weight; batch 32 and the batch-1 acting
 pass; flatten widths 3136 for padding valid and 7744 for same), it prints GFLOP/s through
 ``torch.mm``/``F.linear`` (MKL) and through ``torch.ops.mkldnn._linear_pointwise``
 (oneDNN, what ``model.onednn_linear`` uses), the median of ``--repeats`` timed loops each.
-For scale it also times the network's three convolutions (oneDNN in both cases). On CPUs
-where MKL takes its AVX-512 path the two columns should be close; on AMD CPUs MKL does not.
+For scale it also times the network's three convolutions (oneDNN in both cases). Last, the
+whole gradient step (loss forward of the online and target nets, backward, per-tensor
+clipping, Adam; batch 32) with ``model.onednn_linear=false`` and ``true``, for both paddings,
+in ``--repeats`` alternating loops. On CPUs where MKL takes its AVX-512 path the two columns
+should be close; on AMD CPUs MKL does not.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from _common import compose_config
 
-from emdqn.networks import ONEDNN_MATMUL
+from emdqn.module import build_optimizer, clip_grad_norm_per_tensor, emdqn_loss
+from emdqn.networks import ONEDNN_MATMUL, build_q_network
 
 
 def gflops(work: Callable[[], torch.Tensor], flops: float, repeats: int, min_seconds: float = 0.2) -> float:
@@ -38,6 +44,38 @@ def gflops(work: Callable[[], torch.Tensor], flops: float, repeats: int, min_sec
             work()
         rates.append(flops * calls * 4 / (time.perf_counter() - start) / 1e9)
     return statistics.median(rates)
+
+
+def gradient_step(padding: str, onednn_linear: bool) -> Callable[[], None]:
+    """One training update of the Pong network on a fixed batch, as the training step runs it."""
+    cfg = compose_config(["env=pong", f"model.padding={padding}", f"model.onednn_linear={onednn_linear}"])
+    torch.manual_seed(0)
+    q_network = build_q_network(cfg.model, (4, 84, 84), 6)
+    target_network = copy.deepcopy(q_network).requires_grad_(False)
+    optimizer = build_optimizer(q_network.parameters(), cfg.agent)
+    parameters = list(q_network.parameters())
+    generator = torch.Generator().manual_seed(0)
+    batch = {"obs": torch.randint(0, 256, (32, 4, 84, 84), dtype=torch.uint8, generator=generator),
+             "next_obs": torch.randint(0, 256, (32, 4, 84, 84), dtype=torch.uint8, generator=generator),
+             "actions": torch.randint(0, 6, (32,), generator=generator), "rewards": torch.ones(32),
+             "terminated": torch.zeros(32, dtype=torch.bool), "memory_values": torch.ones(32),
+             "memory_found": torch.ones(32, dtype=torch.bool)}
+
+    def step() -> None:
+        loss = emdqn_loss(q_network, target_network, batch, gamma=0.99, alpha=1.0, beta=0.1)["loss"]
+        for parameter in parameters:
+            parameter.grad = None
+        loss.backward()
+        clip_grad_norm_per_tensor(parameters, float(cfg.agent.grad_clip_norm))
+        optimizer.step()
+    return step
+
+
+def step_milliseconds(step: Callable[[], None], steps: int = 30) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) / steps * 1e3
 
 
 def main() -> None:
@@ -82,6 +120,18 @@ def main() -> None:
         flops = 2 * 32 * out_size**2 * out_channels * in_channels * kernel**2
         rate = gflops(lambda: F.conv2d(inputs, filters, stride=stride), flops, args.repeats)
         print(f"  {in_channels}->{out_channels}, kernel {kernel}, stride {stride}: {rate:.0f}")
+    print("whole gradient step, ms (alternating repeats): MKL dense layers | oneDNN dense layers")
+    for padding in ("valid", "same"):
+        steps = {flag: gradient_step(padding, flag) for flag in (False, True)}
+        for step in steps.values():
+            step_milliseconds(step, 5)  # warm-up: oneDNN primitives, Adam's state
+        timings: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(args.repeats):
+            for flag, step in steps.items():
+                timings[flag].append(step_milliseconds(step))
+        mkl, onednn_ms = statistics.median(timings[False]), statistics.median(timings[True])
+        print(f"  padding {padding}: {mkl:.2f} ({', '.join(f'{t:.2f}' for t in timings[False])}) | "
+              f"{onednn_ms:.2f} ({', '.join(f'{t:.2f}' for t in timings[True])}): {mkl / onednn_ms:.2f}x")
 
 
 if __name__ == "__main__":
