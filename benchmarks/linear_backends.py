@@ -24,7 +24,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from _common import compose_config
+from _common import compose_config, fixed_batch
 
 from emdqn.module import build_optimizer, clip_grad_norm_per_tensor, emdqn_loss
 from emdqn.networks import ONEDNN_MATMUL, build_q_network
@@ -54,12 +54,7 @@ def gradient_step(padding: str, onednn_linear: bool) -> Callable[[], None]:
     target_network = copy.deepcopy(q_network).requires_grad_(False)
     optimizer = build_optimizer(q_network.parameters(), cfg.agent)
     parameters = list(q_network.parameters())
-    generator = torch.Generator().manual_seed(0)
-    batch = {"obs": torch.randint(0, 256, (32, 4, 84, 84), dtype=torch.uint8, generator=generator),
-             "next_obs": torch.randint(0, 256, (32, 4, 84, 84), dtype=torch.uint8, generator=generator),
-             "actions": torch.randint(0, 6, (32,), generator=generator), "rewards": torch.ones(32),
-             "terminated": torch.zeros(32, dtype=torch.bool), "memory_values": torch.ones(32),
-             "memory_found": torch.ones(32, dtype=torch.bool)}
+    batch = fixed_batch()
 
     def step() -> None:
         loss = emdqn_loss(q_network, target_network, batch, gamma=0.99, alpha=1.0, beta=0.1)["loss"]

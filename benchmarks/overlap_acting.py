@@ -26,9 +26,8 @@ import statistics
 import threading
 import time
 
-import numpy as np
 import torch
-from _common import compose_config
+from _common import compose_config, fixed_batch
 from throughput import COMMON
 
 from emdqn.module import build_optimizer, clip_grad_norm_per_tensor, emdqn_loss
@@ -87,14 +86,7 @@ def main() -> None:
     target_network = copy.deepcopy(q_network).requires_grad_(False)
     optimizer = build_optimizer(q_network.parameters(), cfg.agent)
     parameters = list(q_network.parameters())
-    batch_size = int(cfg.agent.batch_size)
-    rng = np.random.default_rng(0)
-    batch = {
-        "obs": torch.from_numpy(rng.integers(0, 256, (batch_size, *obs_shape), dtype=np.uint8)),
-        "next_obs": torch.from_numpy(rng.integers(0, 256, (batch_size, *obs_shape), dtype=np.uint8)),
-        "actions": torch.from_numpy(rng.integers(0, envs.num_actions, batch_size)),
-        "rewards": torch.zeros(batch_size), "terminated": torch.zeros(batch_size, dtype=torch.bool),
-        "memory_values": torch.zeros(batch_size), "memory_found": torch.ones(batch_size, dtype=torch.bool)}
+    batch = fixed_batch(obs_shape, envs.num_actions, int(cfg.agent.batch_size))
     loss_settings = {"gamma": 0.99, "alpha": 1.0, "beta": 0.1, "double_q": bool(cfg.agent.double_q)}
     vector_steps = max(1, int(cfg.agent.train_freq) // envs.num_envs)
 

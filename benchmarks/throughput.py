@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import compose_config, quiet_logs
+from _common import compose_config, fixed_batch, quiet_logs
 
 from emdqn.module import build_optimizer, clip_grad_norm_per_tensor, emdqn_loss
 from emdqn.networks import build_q_network
@@ -74,15 +74,7 @@ def learner_bound_sps(overrides: list[str], updates: int, windows: int) -> float
     train_q, train_target = q_network, target_network
     if cfg.model.compile:  # as EMDQNModule does: the same network settings as the loop it bounds
         train_q, train_target = torch.compile(q_network), torch.compile(target_network)
-    generator = torch.Generator().manual_seed(0)
-    batch = {
-        "obs": torch.randint(0, 256, (32, 4, 84, 84), dtype=torch.uint8, generator=generator),
-        "next_obs": torch.randint(0, 256, (32, 4, 84, 84), dtype=torch.uint8, generator=generator),
-        "actions": torch.randint(0, 6, (32,), generator=generator), "rewards": torch.zeros(32),
-        "terminated": torch.zeros(32, dtype=torch.bool), "memory_values": torch.ones(32),
-        "memory_found": torch.ones(32, dtype=torch.bool),
-    }
-    batch = {name: tensor.to(device) for name, tensor in batch.items()}
+    batch = fixed_batch(device=device)
     rates = []
     for window in range(windows + 1):
         start = time.perf_counter()
