@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from pathlib import Path
@@ -10,6 +11,9 @@ from typing import Sequence
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+
+from emdqn.module import build_optimizer, clip_grad_norm_per_tensor, emdqn_loss
+from emdqn.networks import build_q_network
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -39,3 +43,40 @@ def fixed_batch(obs_shape: Sequence[int] = (4, 84, 84), num_actions: int = 6, ba
         "memory_values": torch.ones(batch_size), "memory_found": torch.ones(batch_size, dtype=torch.bool),
     }
     return {name: tensor.to(device) for name, tensor in batch.items()}
+
+
+class FixedBatchUpdate:
+    """The training step's update on ``fixed_batch()``: the EMDQN loss of the online and
+    target nets (alpha 1, beta 0.1), backward, per-tensor clipping, Adam, with the network
+    settings of ``cfg.model`` (``model.compile`` and bf16-mixed autocast as EMDQNModule and
+    Lightning apply them). Split in two where a benchmark puts work between the passes and Adam.
+    """
+
+    def __init__(self, cfg: DictConfig, obs_shape: Sequence[int] = (4, 84, 84), num_actions: int = 6,
+                 device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.q_network = build_q_network(cfg.model, obs_shape, num_actions).to(self.device)
+        self.target_network = copy.deepcopy(self.q_network).requires_grad_(False)
+        self.optimizer = build_optimizer(self.q_network.parameters(), cfg.agent)
+        self.parameters = list(self.q_network.parameters())
+        self.train_q, self.train_target = self.q_network, self.target_network
+        if cfg.model.compile:
+            self.train_q, self.train_target = torch.compile(self.q_network), torch.compile(self.target_network)
+        self.batch = fixed_batch(obs_shape, num_actions, int(cfg.agent.batch_size), self.device)
+        self.loss_settings = {"gamma": float(cfg.agent.gamma), "alpha": 1.0, "beta": 0.1,
+                              "double_q": bool(cfg.agent.double_q)}
+        self.grad_clip_norm = cfg.agent.grad_clip_norm
+        self.bf16 = cfg.trainer.precision == "bf16-mixed"
+
+    def forward_backward(self) -> None:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            loss = emdqn_loss(self.train_q, self.train_target, self.batch, **self.loss_settings)["loss"]
+        for parameter in self.parameters:
+            parameter.grad = None
+        loss.backward()
+        if self.grad_clip_norm is not None:
+            clip_grad_norm_per_tensor(self.parameters, float(self.grad_clip_norm))
+
+    def __call__(self) -> None:
+        self.forward_backward()
+        self.optimizer.step()

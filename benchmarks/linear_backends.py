@@ -17,17 +17,15 @@ should be close; on AMD CPUs MKL does not.
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import time
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from _common import compose_config, fixed_batch
+from _common import FixedBatchUpdate, compose_config
 
-from emdqn.module import build_optimizer, clip_grad_norm_per_tensor, emdqn_loss
-from emdqn.networks import ONEDNN_MATMUL, build_q_network
+from emdqn.networks import ONEDNN_MATMUL
 
 
 def gflops(work: Callable[[], torch.Tensor], flops: float, repeats: int, min_seconds: float = 0.2) -> float:
@@ -44,26 +42,6 @@ def gflops(work: Callable[[], torch.Tensor], flops: float, repeats: int, min_sec
             work()
         rates.append(flops * calls * 4 / (time.perf_counter() - start) / 1e9)
     return statistics.median(rates)
-
-
-def gradient_step(padding: str, onednn_linear: bool) -> Callable[[], None]:
-    """One training update of the Pong network on a fixed batch, as the training step runs it."""
-    cfg = compose_config(["env=pong", f"model.padding={padding}", f"model.onednn_linear={onednn_linear}"])
-    torch.manual_seed(0)
-    q_network = build_q_network(cfg.model, (4, 84, 84), 6)
-    target_network = copy.deepcopy(q_network).requires_grad_(False)
-    optimizer = build_optimizer(q_network.parameters(), cfg.agent)
-    parameters = list(q_network.parameters())
-    batch = fixed_batch()
-
-    def step() -> None:
-        loss = emdqn_loss(q_network, target_network, batch, gamma=0.99, alpha=1.0, beta=0.1)["loss"]
-        for parameter in parameters:
-            parameter.grad = None
-        loss.backward()
-        clip_grad_norm_per_tensor(parameters, float(cfg.agent.grad_clip_norm))
-        optimizer.step()
-    return step
 
 
 def step_milliseconds(step: Callable[[], None], steps: int = 30) -> float:
@@ -117,7 +95,11 @@ def main() -> None:
         print(f"  {in_channels}->{out_channels}, kernel {kernel}, stride {stride}: {rate:.0f}")
     print("whole gradient step, ms (alternating repeats): MKL dense layers | oneDNN dense layers")
     for padding in ("valid", "same"):
-        steps = {flag: gradient_step(padding, flag) for flag in (False, True)}
+        steps = {}
+        for flag in (False, True):
+            torch.manual_seed(0)
+            steps[flag] = FixedBatchUpdate(compose_config(
+                ["env=pong", f"model.padding={padding}", f"model.onednn_linear={flag}"]))
         for step in steps.values():
             step_milliseconds(step, 5)  # warm-up: oneDNN primitives, Adam's state
         timings: dict[bool, list[float]] = {False: [], True: []}

@@ -21,17 +21,14 @@ below 1 means the second core had idle time the env steps could use.
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import threading
 import time
 
 import torch
-from _common import compose_config, fixed_batch
+from _common import FixedBatchUpdate, compose_config
 from throughput import COMMON
 
-from emdqn.module import build_optimizer, clip_grad_norm_per_tensor, emdqn_loss
-from emdqn.networks import build_q_network
 from emdqn.vector import make_envs
 
 
@@ -81,26 +78,13 @@ def main() -> None:
     torch.set_num_threads(2)
     envs = make_envs(cfg.env, seed=0)
     envs.reset()
-    obs_shape = envs.observation_shape
-    q_network = build_q_network(cfg.model, obs_shape, envs.num_actions)
-    target_network = copy.deepcopy(q_network).requires_grad_(False)
-    optimizer = build_optimizer(q_network.parameters(), cfg.agent)
-    parameters = list(q_network.parameters())
-    batch = fixed_batch(obs_shape, envs.num_actions, int(cfg.agent.batch_size))
-    loss_settings = {"gamma": 0.99, "alpha": 1.0, "beta": 0.1, "double_q": bool(cfg.agent.double_q)}
+    update = FixedBatchUpdate(cfg, envs.observation_shape, envs.num_actions)
     vector_steps = max(1, int(cfg.agent.train_freq) // envs.num_envs)
-
-    def forward_backward() -> None:
-        loss = emdqn_loss(q_network, target_network, batch, **loss_settings)["loss"]
-        for parameter in parameters:
-            parameter.grad = None
-        loss.backward()
-        clip_grad_norm_per_tensor(parameters, float(cfg.agent.grad_clip_norm))
 
     def play() -> None:
         for _ in range(vector_steps):
             with torch.inference_mode():
-                actions = q_network(torch.as_tensor(envs.observations)).argmax(dim=1).numpy()
+                actions = update.q_network(torch.as_tensor(envs.observations)).argmax(dim=1).numpy()
             envs.step(actions)
 
     worker = EnvStepsInThread(play)
@@ -110,12 +94,11 @@ def main() -> None:
         for _ in range(updates):
             if overlapped:
                 worker.start()
-                forward_backward()
+                update.forward_backward()
                 worker.wait()
-                optimizer.step()
+                update.optimizer.step()
             else:
-                forward_backward()
-                optimizer.step()
+                update()
                 play()
         return (time.perf_counter() - start) / updates * 1e3
 

@@ -38,10 +38,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import compose_config, fixed_batch, quiet_logs
+from _common import FixedBatchUpdate, compose_config, quiet_logs
 
-from emdqn.module import build_optimizer, clip_grad_norm_per_tensor, emdqn_loss
-from emdqn.networks import build_q_network
 from emdqn.train import train
 from emdqn.vector import make_envs
 
@@ -68,24 +66,12 @@ def learner_bound_sps(overrides: list[str], updates: int, windows: int) -> float
     # Where trainer.accelerator=auto (the default) puts the training loop.
     device = torch.device("cuda" if torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
                           else "cpu")
-    q_network = build_q_network(cfg.model, (4, 84, 84), 6).to(device)
-    target_network = build_q_network(cfg.model, (4, 84, 84), 6).to(device).requires_grad_(False)
-    optimizer = build_optimizer(q_network.parameters(), cfg.agent)
-    train_q, train_target = q_network, target_network
-    if cfg.model.compile:  # as EMDQNModule does: the same network settings as the loop it bounds
-        train_q, train_target = torch.compile(q_network), torch.compile(target_network)
-    batch = fixed_batch(device=device)
+    update = FixedBatchUpdate(cfg, device=device)  # the same network settings as the loop it bounds
     rates = []
     for window in range(windows + 1):
         start = time.perf_counter()
         for _ in range(updates):
-            # As Lightning's bf16-mixed precision does around our training step.
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.trainer.precision == "bf16-mixed"):
-                loss = emdqn_loss(train_q, train_target, batch, gamma=0.99, alpha=1.0, beta=0.1)["loss"]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            clip_grad_norm_per_tensor(list(q_network.parameters()), 10.0)
-            optimizer.step()
+            update()
         if device.type == "cuda":
             torch.cuda.synchronize()
         if window:  # the first window warms up
