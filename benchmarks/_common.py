@@ -40,6 +40,7 @@ def fixed_batch(obs_shape: Sequence[int] = (4, 84, 84), num_actions: int = 6, ba
         "next_obs": torch.randint(0, 256, (batch_size, *obs_shape), dtype=torch.uint8, generator=generator),
         "actions": torch.randint(0, num_actions, (batch_size,), generator=generator),
         "rewards": torch.zeros(batch_size), "terminated": torch.zeros(batch_size, dtype=torch.bool),
+        "discounts": torch.full((batch_size,), 0.99),
         "memory_values": torch.ones(batch_size), "memory_found": torch.ones(batch_size, dtype=torch.bool),
     }
     return {name: tensor.to(device) for name, tensor in batch.items()}
@@ -63,7 +64,7 @@ class FixedBatchUpdate:
         if cfg.model.compile:
             self.train_q, self.train_target = torch.compile(self.q_network), torch.compile(self.target_network)
         self.batch = fixed_batch(obs_shape, num_actions, int(cfg.agent.batch_size), self.device)
-        self.loss_settings = {"gamma": float(cfg.agent.gamma), "alpha": 1.0, "beta": 0.1,
+        self.loss_settings = {"alpha": 1.0, "beta": 0.1,
                               "double_q": bool(cfg.agent.double_q)}
         self.grad_clip_norm = cfg.agent.grad_clip_norm
         self.bf16 = cfg.trainer.precision == "bf16-mixed"

@@ -12,7 +12,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 DEFAULT_LAMBDA = 0.1  # the paper's and the original code's memory weight
-PRECISIONS = ("32-true", "bf16-mixed")  # trainer.precision values the loss and clipping are correct under
+PRECISIONS = ("32-true", "bf16-mixed")
+MODEL_NAMES = ("nature_cnn", "minatar_cnn", "mlp")
+ENV_KINDS = ("atari", "minatar", "classic", "toy_text")
+IMAGE_MODELS = {"nature_cnn": "atari", "minatar_cnn": "minatar"}  # model -> the env kind it is built for  # trainer.precision values the loss and clipping are correct under
 
 
 class ConfigError(ValueError):
@@ -68,6 +71,13 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("emdqn_lambda", effective_lambda, replace=True)
     OmegaConf.register_new_resolver("emdqn_learning_starts", default_learning_starts, replace=True)
 
+    def minatar_env_id(game: str, action_set: str) -> str:
+        from emdqn.envs import minatar_id
+
+        return minatar_id(game, action_set)
+
+    OmegaConf.register_new_resolver("emdqn_minatar_id", minatar_env_id, replace=True)
+
 
 def default_learning_starts(total_steps: Any, batch_size: Any) -> Any:
     """The original's 50,000 env steps, or a tenth of a shorter budget (at least one batch).
@@ -99,6 +109,7 @@ def validate(cfg: DictConfig) -> None:
         _fail("agent.adam_eps", agent.adam_eps, "a number > 0")
     batch_size = _positive_int(cfg, "agent.batch_size")
     _positive_int(cfg, "agent.train_freq")
+    _positive_int(cfg, "agent.n_step")
     learning_starts = _positive_int(cfg, "agent.learning_starts", 0)
     _positive_int(cfg, "agent.target_update")
     total_steps = _positive_int(cfg, "agent.total_steps")
@@ -135,8 +146,15 @@ def validate(cfg: DictConfig) -> None:
     _positive_int(cfg, "memory.hit_rate_window")
 
     env = cfg.env
-    if env.kind not in ("atari", "classic", "toy_text"):
-        _fail("env.kind", env.kind, "atari, classic or toy_text")
+    if env.kind not in ENV_KINDS:
+        _fail("env.kind", env.kind, ", ".join(ENV_KINDS))
+    if env.kind == "minatar":
+        from emdqn.envs import MINATAR_GAMES
+
+        if env.game not in MINATAR_GAMES:
+            _fail("env.game", env.game, ", ".join(MINATAR_GAMES))
+        if env.action_set not in ("full", "minimal"):
+            _fail("env.action_set", env.action_set, "full (6 actions, -v0) or minimal (-v1)")
     if OmegaConf.is_missing(env, "id"):
         _fail("env.id", "???", "a gymnasium id such as PongNoFrameskip-v4 (env=atari needs env.id=...)")
     from emdqn.envs import check_env_id
@@ -161,10 +179,12 @@ def validate(cfg: DictConfig) -> None:
             _positive_int(cfg, f"env.{key}")
         _positive_int(cfg, "env.noop_max", 0)
 
-    if cfg.model.name not in ("nature_cnn", "mlp"):
-        _fail("model.name", cfg.model.name, "nature_cnn or mlp")
-    if cfg.model.name == "nature_cnn" and env.kind != "atari":
-        _fail("model", "nature_cnn", f"an image env; env={env.name} has flat observations, use model=mlp")
+    if cfg.model.name not in MODEL_NAMES:
+        _fail("model.name", cfg.model.name, ", ".join(MODEL_NAMES))
+    built_for = IMAGE_MODELS.get(cfg.model.name)
+    if built_for is not None and env.kind != built_for:
+        better = {"atari": "nature_cnn", "minatar": "minatar_cnn"}.get(env.kind, "mlp")
+        _fail("model", cfg.model.name, f"{built_for} envs; env={env.name} is a {env.kind} env, use model={better}")
     if cfg.model.name == "nature_cnn" and cfg.model.padding not in ("same", "valid"):
         _fail("model.padding", cfg.model.padding, "same (original TF layout, 7744 features) or valid (3136)")
 

@@ -46,7 +46,7 @@ class EMDQNDataModule(pl.LightningDataModule):
         self.num_envs = self.envs.num_envs
         self.obs_shape = self.envs.observation_shape
         self.num_actions = self.envs.num_actions
-        frame_stack = cfg.env.frame_stack if cfg.env.kind == "atari" else 1
+        frame_stack = cfg.env.frame_stack if cfg.env.kind == "atari" else 1  # MinAtar frames carry motion trails
         memory_cfg = cfg.memory
         self.memory: EpisodicMemory | None = None
         if memory_cfg.enabled:
@@ -59,6 +59,7 @@ class EMDQNDataModule(pl.LightningDataModule):
             seed=cfg.seed)
         self.epsilon = PiecewiseLinearSchedule(self.agent.exploration.schedule)
         self.batch_size = int(self.agent.batch_size)
+        self.n_step, self.gamma = int(self.agent.n_step), float(self.agent.gamma)
         self.rng = np.random.default_rng(cfg.seed)
         self.frames_per_step = cfg.env.frame_skip if cfg.env.kind == "atari" else 1
         self.progress = ProgressReporter(self.agent.total_steps, cfg.trainer.progress_every_seconds)
@@ -141,25 +142,35 @@ class EMDQNDataModule(pl.LightningDataModule):
         self.step_in_flight = None
         for index in range(self.num_envs):
             action, reward = int(actions[index]), float(step.rewards[index])
-            ended = step.terminated[index] or step.truncated[index]
             self.replay.add(index, obs[index], action, reward, step.next_obs[index], step.terminated[index],
                             step.truncated[index], keys[index])
             if self.memory is not None:
                 self.episode_keys[index].append(keys[index])
                 self.episode_actions[index].append(action)
                 self.episode_rewards[index].append(reward)
-                if ended:
+                if step.terminated[index]:
                     self.flush_episode_to_memory(index)
+                elif step.truncated[index]:
+                    self.discard_episode(index)
         self.env_steps += self.num_envs
         for _, episodic_return, length in step.finished_games:
             self._log_game(episodic_return, length)
 
     def flush_episode_to_memory(self, env_index: int) -> None:
-        """Write env ``env_index``'s (training) episode in progress to the memory, walking backwards."""
+        """Write env ``env_index``'s finished (terminated) episode to the memory, walking backwards."""
         if self.memory is not None and self.episode_keys[env_index]:
             self.memory.add_episode(np.stack(self.episode_keys[env_index]),
                                     np.asarray(self.episode_actions[env_index], dtype=np.int64),
                                     np.asarray(self.episode_rewards[env_index]), self.agent.gamma)
+        self.discard_episode(env_index)
+
+    def discard_episode(self, env_index: int) -> None:
+        """Forget env ``env_index``'s episode in progress without writing it.
+
+        A cut-off episode (time limit, a game restarted on resume) is never written: its
+        returns lack the rewards after the cut, and a too-low H would only be harmless
+        while a max-update keeps any too-high value forever; the rule is one and simple.
+        """
         self.episode_keys[env_index], self.episode_actions[env_index], self.episode_rewards[env_index] = [], [], []
 
     def _log_game(self, episodic_return: float, length: int) -> None:
@@ -173,11 +184,12 @@ class EMDQNDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ batches
     def sample_batch(self) -> dict[str, torch.Tensor]:
-        batch = self.replay.sample(self.batch_size)
+        batch = self.replay.sample(self.batch_size, self.n_step, self.gamma)
         if self.memory is not None:
-            memory_values, found = self.memory.lookup(batch["keys"], batch["actions"])
+            memory_values, found, visits = self.memory.lookup(batch["keys"], batch["actions"], with_visits=True)
             hits = int(found.sum())
-            self.hit_window.append((hits, len(found), float(memory_values[found].sum())))
+            self.hit_window.append((hits, len(found), float(memory_values[found].sum()),
+                                    int(np.count_nonzero(visits > 1))))
         else:
             memory_values = np.zeros(len(batch["actions"]), dtype=np.float32)
             found = np.zeros(len(batch["actions"]), dtype=bool)
@@ -187,6 +199,7 @@ class EMDQNDataModule(pl.LightningDataModule):
             "rewards": torch.from_numpy(batch["rewards"]),
             "next_obs": torch.from_numpy(batch["next_obs"]),
             "terminated": torch.from_numpy(batch["terminated"]),
+            "discounts": torch.from_numpy(batch["discounts"]),
             "memory_values": torch.from_numpy(memory_values),
             "memory_found": torch.from_numpy(found),
             "env_step": torch.tensor(self.env_steps, dtype=torch.int64),
@@ -240,7 +253,8 @@ class EMDQNDataModule(pl.LightningDataModule):
         self.episode_actions = list(state["episode_actions"])
         self.episode_rewards = list(state["episode_rewards"])
         self.rng.bit_generator.state = state["rng"]
-        self.hit_window.extend(state["hit_window"])
+        # Windows saved before revisits were counted have three fields: no revisit known.
+        self.hit_window.extend(tuple(row) + (0,) * (4 - len(row)) for row in state["hit_window"])
         self._interval_start = (time.perf_counter(), self.env_steps)
 
     def episodes_not_restored(self) -> None:
@@ -248,7 +262,7 @@ class EMDQNDataModule(pl.LightningDataModule):
         self.envs.observations = None
         for index in range(self.num_envs):
             self.replay.end_episode(index)
-            self.flush_episode_to_memory(index)
+            self.discard_episode(index)
 
     def replay_not_restored(self) -> None:
         """After a resume without the replay file: refill before learning goes on."""
@@ -274,11 +288,11 @@ class EMDQNDataModule(pl.LightningDataModule):
             "charts/frames": self.env_steps * self.frames_per_step,
         }
         if self.memory is not None:
-            hits = sum(h for h, _, _ in self.hit_window)
-            total = sum(n for _, n, _ in self.hit_window)
-            value_sum = sum(v for _, _, v in self.hit_window)
+            hits, total, value_sum, revisits = (sum(column) for column in zip(*self.hit_window)) \
+                if self.hit_window else (0, 0, 0.0, 0)
             metrics["memory/hit_rate"] = hits / total if total else 0.0
             metrics["memory/h_mean"] = value_sum / hits if hits else 0.0
+            metrics["memory/revisit_share"] = revisits / hits if hits else 0.0
             metrics["memory/size"] = len(self.memory)
             metrics["memory/rebuild_seconds"] = self.memory.rebuild_seconds
         return metrics

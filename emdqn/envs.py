@@ -15,6 +15,8 @@ episode length is counted in agent steps (one agent step = ``frame_skip`` frames
 from __future__ import annotations
 
 import difflib
+import logging
+import warnings
 from typing import Any
 
 import cv2
@@ -29,7 +31,31 @@ try:  # ale-py >= 0.9 ships the ROMs; registering is a no-op when already done.
 except ImportError:  # pragma: no cover - ale-py is a core dependency
     ale_py = None
 
-ENV_KINDS = ("atari", "classic", "toy_text")
+
+def _register_minatar() -> None:
+    """MinAtar's gymnasium ids exist only after ``minatar.gym.register_envs()``."""
+    if "MinAtar/Breakout-v0" in gym.registry:
+        return
+    # minatar.gym logs a root-logger warning when seaborn (needed only for its rgb_array
+    # rendering) is missing; training never renders through it.
+    logging.disable(logging.WARNING)
+    try:
+        import minatar.gym
+    finally:
+        logging.disable(logging.NOTSET)
+    minatar.gym.register_envs()
+
+
+_register_minatar()
+
+ENV_KINDS = ("atari", "minatar", "classic", "toy_text")
+MINATAR_GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
+
+
+def minatar_id(game: str, action_set: str = "full") -> str:
+    """The gymnasium id of a MinAtar game: ``full`` (6 actions, -v0, the published results) or ``minimal`` (-v1)."""
+    version = {"full": "v0", "minimal": "v1"}.get(action_set, action_set)
+    return f"MinAtar/{str(game).title().replace('_', '')}-{version}"
 
 
 class NoopResetEnv(gym.Wrapper):
@@ -140,6 +166,19 @@ class ClipRewardEnv(gym.RewardWrapper):
         return float(np.sign(reward))
 
 
+class ChannelsFirstUint8(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
+    """MinAtar's bool (10, 10, C) frames as uint8 (C, 10, 10): the layout of every image env here."""
+
+    def __init__(self, env: gym.Env):
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.ObservationWrapper.__init__(self, env)
+        height, width, channels = env.observation_space.shape
+        self.observation_space = spaces.Box(0, 1, (channels, height, width), dtype=np.uint8)
+
+    def observation(self, obs):
+        return np.ascontiguousarray(obs.transpose(2, 0, 1), dtype=np.uint8)
+
+
 class OneHotObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """Discrete states as one-hot vectors, so exact state repeats give exact key repeats."""
 
@@ -182,6 +221,8 @@ def make_env(env_cfg: Any, seed: int | None = None, render_mode: str | None = No
     kwargs = dict(env_cfg.get("kwargs") or {})
     if kind == "atari":
         env = _make_atari(env_cfg, kwargs, render_mode)
+    elif kind == "minatar":
+        env = _make_minatar(env_cfg, kwargs, render_mode)
     else:
         env = gym.make(env_cfg.id, render_mode=render_mode, **kwargs)
         if isinstance(env.observation_space, spaces.Discrete):
@@ -193,6 +234,19 @@ def make_env(env_cfg: Any, seed: int | None = None, render_mode: str | None = No
         env.action_space.seed(seed)
         env.observation_space.seed(seed)
     return env
+
+
+def _make_minatar(env_cfg: Any, kwargs: dict, render_mode: str | None) -> gym.Env:
+    """MinAtar with its own defaults (sticky actions 0.1, difficulty ramping) and a step cap.
+
+    No frame stack: MinAtar frames carry trail channels that show motion.
+    """
+    with warnings.catch_warnings():  # -v0 (the full action set of the published results) is not out of date for us
+        warnings.filterwarnings("ignore", message=".*is out of date.*")
+        env = gym.make(env_cfg.id, render_mode=render_mode, max_episode_steps=env_cfg.get("max_episode_steps"),
+                       **kwargs)
+    env = ChannelsFirstUint8(env)
+    return gym.wrappers.RecordEpisodeStatistics(env)
 
 
 def _make_atari(env_cfg: Any, kwargs: dict, render_mode: str | None) -> gym.Env:

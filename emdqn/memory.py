@@ -67,15 +67,17 @@ def _hash_points(points: np.ndarray) -> np.ndarray:
 
 
 class _Level:
-    """An immutable cKDTree over points, with mutable values and LRU clocks.
+    """An immutable cKDTree over points, with mutable values, LRU clocks and visit counts.
 
     Entries are stored in the order of their hash, so ``hashes`` is sorted and a duplicate
     check is a binary search. A clock of 0 marks an evicted entry (clocks start at 1).
+    ``visits`` counts the episode steps whose return was max-updated into the entry.
     """
 
-    __slots__ = ("points", "tree", "values", "last_used", "hashes", "num_alive")
+    __slots__ = ("points", "tree", "values", "last_used", "visits", "hashes", "num_alive")
 
-    def __init__(self, points: np.ndarray, values: np.ndarray, last_used: np.ndarray, leafsize: int):
+    def __init__(self, points: np.ndarray, values: np.ndarray, last_used: np.ndarray, visits: np.ndarray,
+                 leafsize: int):
         hashes = _hash_points(points)
         order = np.argsort(hashes, kind="stable")
         self.hashes = hashes[order]
@@ -85,6 +87,7 @@ class _Level:
                             copy_data=False)
         self.values = np.asarray(values, dtype=np.float32)[order]
         self.last_used = np.asarray(last_used, dtype=np.uint32)[order]
+        self.visits = np.asarray(visits, dtype=np.uint32)[order]
         self.num_alive = int(np.count_nonzero(self.last_used))
 
     @property
@@ -97,7 +100,7 @@ class _Level:
     def nbytes(self) -> int:
         node_bytes = self.tree.size * 72  # ckdtreenode: 9 eight-byte fields
         return (self.points.nbytes + self.tree.indices.nbytes + node_bytes + self.values.nbytes
-                + self.last_used.nbytes + self.hashes.nbytes)
+                + self.last_used.nbytes + self.visits.nbytes + self.hashes.nbytes)
 
 
 class EpisodicMemory:
@@ -247,13 +250,23 @@ class EpisodicMemory:
                 position[pending] += 1
         return level_of, entry_of
 
-    def lookup(self, keys: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """H(s, a) and a hit mask for a batch; a miss is value 0 and found False."""
+    def lookup(self, keys: np.ndarray, actions: np.ndarray, with_visits: bool = False
+               ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """H(s, a) and a hit mask for a batch; a miss is value 0 and found False.
+
+        ``with_visits=True`` also returns how many visits were max-updated into each hit's
+        entry (0 for a miss; in ``knn`` mode the most of the neighbours averaged).
+        """
+        values, found, visits = self._lookup(keys, actions)
+        return (values, found, visits) if with_visits else (values, found)
+
+    def _lookup(self, keys: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         keys, actions = self._check_batch(keys, actions)
         values = np.zeros(len(keys), dtype=np.float32)
         found = np.zeros(len(keys), dtype=bool)
+        visits = np.zeros(len(keys), dtype=np.uint32)
         if not any(self.levels) or len(keys) == 0:
-            return values, found
+            return values, found, visits
         self.clock += 1
         points = self._points(keys, actions)
         if self.match == "exact":
@@ -267,14 +280,15 @@ class EpisodicMemory:
                 rows = np.flatnonzero(level_of == level_index)
                 if rows.size:
                     values[rows] = level.values[entry_of[rows]]
+                    visits[rows] = level.visits[entry_of[rows]]
                     level.last_used[entry_of[rows]] = self.clock
                     found[rows] = True
-            return values, found
+            return values, found, visits
         return self._lookup_knn(points)
 
-    def _lookup_knn(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _lookup_knn(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         k = self.k
-        candidate_distance, candidate_value, candidate_ref = [], [], []
+        candidate_distance, candidate_value, candidate_visits, candidate_ref = [], [], [], []
         for level_index, level in self._live_levels():
             kk = min(k, len(level))
             distance, entry = level.tree.query(points, k=kk, distance_upper_bound=ACTION_SEPARATION / 2)
@@ -284,14 +298,17 @@ class EpisodicMemory:
             valid &= level.last_used[safe_entry] != 0
             candidate_distance.append(np.where(valid, distance, np.inf))
             candidate_value.append(level.values[safe_entry])
+            candidate_visits.append(level.visits[safe_entry])
             candidate_ref.append(np.where(valid, level_index * (1 << 40) + safe_entry, -1))
         distance = np.concatenate(candidate_distance, axis=1)
         value = np.concatenate(candidate_value, axis=1)
+        visit = np.concatenate(candidate_visits, axis=1)
         ref = np.concatenate(candidate_ref, axis=1)
         if distance.shape[1] > k:
             nearest = np.argpartition(distance, k - 1, axis=1)[:, :k]
             distance = np.take_along_axis(distance, nearest, axis=1)
             value = np.take_along_axis(value, nearest, axis=1)
+            visit = np.take_along_axis(visit, nearest, axis=1)
             ref = np.take_along_axis(ref, nearest, axis=1)
         used = np.isfinite(distance)
         count = used.sum(axis=1)
@@ -300,21 +317,32 @@ class EpisodicMemory:
         for level_index, level in self._live_levels():
             touched = ref[used & (ref >> 40 == level_index)] & ((1 << 40) - 1)
             level.last_used[touched] = self.clock
-        return values.astype(np.float32), found
+        visits = np.where(used, visit, 0).max(axis=1).astype(np.uint32)
+        return values.astype(np.float32), found, visits
 
     # ------------------------------------------------------------------ writing
     def write(self, keys: np.ndarray, actions: np.ndarray, returns: np.ndarray) -> None:
-        """Keep max(old, new) for stored (key, action) pairs; insert the others."""
+        """Keep max(old, new) for stored (key, action) pairs; insert the others.
+
+        The rows count as written one after another, in order (the original's clock ticks
+        per insert): when a table overflows, the least recently used rows of a batch are
+        its first ones.
+        """
         keys, actions, returns = self._check_batch(keys, actions, returns)
         if len(keys) == 0:
             return
-        self.clock += 1
         points = self._points(keys, actions)
-        # Duplicates inside the batch collapse to one entry holding their best return.
+        # Duplicates inside the batch collapse to one entry holding their best return,
+        # written at the time of their last row, visited once per row.
         unique_points, inverse = np.unique(points, axis=0, return_inverse=True)
         inverse = inverse.reshape(-1)
         best = np.full(len(unique_points), -np.inf)
         np.maximum.at(best, inverse, returns)
+        last_row = np.zeros(len(unique_points), dtype=np.int64)
+        np.maximum.at(last_row, inverse, np.arange(len(points)))
+        clocks = (self.clock + 1 + last_row).astype(np.uint32)
+        visits = np.bincount(inverse, minlength=len(unique_points)).astype(np.uint32)
+        self.clock += len(points)
         # Both match modes deduplicate on the exact key, as the original's write does.
         level_of, entry_of = self._find_equal(unique_points)
         for level_index, level in self._live_levels():
@@ -322,18 +350,19 @@ class EpisodicMemory:
             if rows.size:
                 entries = entry_of[rows]
                 level.values[entries] = np.maximum(level.values[entries], best[rows]).astype(np.float32)
-                level.last_used[entries] = self.clock
+                level.last_used[entries] = clocks[rows]
+                level.visits[entries] += visits[rows]
         new = level_of < 0
         if new.any():
-            self._insert(unique_points[new], best[new])
+            self._insert(unique_points[new], best[new], clocks[new], visits[new])
 
     def _live_levels(self) -> list[tuple[int, _Level]]:
         return [(index, level) for index, level in enumerate(self.levels) if level is not None]
 
-    def _insert(self, points: np.ndarray, values: np.ndarray) -> None:
+    def _insert(self, points: np.ndarray, values: np.ndarray, clocks: np.ndarray, visits: np.ndarray) -> None:
         new_actions = np.rint(points[:, -1] / ACTION_SEPARATION).astype(np.int64)
         self.counts += np.bincount(new_actions, minlength=self.num_actions)
-        self._add_run(points, values, np.full(len(points), self.clock, dtype=np.uint32))
+        self._add_run(points, values, clocks, visits)
         for action in np.flatnonzero(self.counts > self.capacity):
             self._evict(int(action))
         self._compact_dead_levels()
@@ -341,9 +370,9 @@ class EpisodicMemory:
     def _level_capacity(self, level: int) -> float:
         return self.base_level_size * self.merge_ratio ** (level + 1)
 
-    def _add_run(self, points: np.ndarray, values: np.ndarray, last_used: np.ndarray) -> None:
+    def _add_run(self, points: np.ndarray, values: np.ndarray, last_used: np.ndarray, visits: np.ndarray) -> None:
         """Merge new entries into level 0, carrying into higher levels while they overflow."""
-        parts = [(points, values, last_used)]
+        parts = [(points, values, last_used, visits)]
         total = len(points)
         level = 0
         while True:
@@ -352,7 +381,8 @@ class EpisodicMemory:
             existing = self.levels[level]
             if existing is not None:
                 alive = existing.alive
-                parts.append((existing.points[alive], existing.values[alive], existing.last_used[alive]))
+                parts.append((existing.points[alive], existing.values[alive], existing.last_used[alive],
+                              existing.visits[alive]))
                 total += existing.num_alive
                 self.levels[level] = None
             if total <= self._level_capacity(level):
@@ -360,12 +390,11 @@ class EpisodicMemory:
             level += 1
         self._build(level, parts)
 
-    def _build(self, level: int, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+    def _build(self, level: int, parts: list[tuple[np.ndarray, ...]]) -> None:
         start = time.perf_counter()
-        points = np.concatenate([p for p, _, _ in parts]) if len(parts) > 1 else parts[0][0]
-        values = np.concatenate([v for _, v, _ in parts]) if len(parts) > 1 else parts[0][1]
-        clocks = np.concatenate([c for _, _, c in parts]) if len(parts) > 1 else parts[0][2]
-        self.levels[level] = _Level(points, values, clocks, self.leafsize) if len(points) else None
+        points, values, clocks, visits = (np.concatenate(column) if len(parts) > 1 else column[0]
+                                          for column in zip(*parts))
+        self.levels[level] = _Level(points, values, clocks, visits, self.leafsize) if len(points) else None
         self.rebuild_seconds += time.perf_counter() - start
 
     def _evict(self, action: int) -> None:
@@ -392,7 +421,8 @@ class EpisodicMemory:
         for index, level in self._live_levels():
             if level.num_alive * 2 < len(level):
                 alive = level.alive
-                self._build(index, [(level.points[alive], level.values[alive], level.last_used[alive])])
+                self._build(index, [(level.points[alive], level.values[alive], level.last_used[alive],
+                                     level.visits[alive])])
 
     def add_episode(self, keys: np.ndarray, actions: np.ndarray, rewards: np.ndarray, gamma: float) -> np.ndarray:
         """Write one finished episode: discounted returns computed backwards, then ``write``.
@@ -407,7 +437,9 @@ class EpisodicMemory:
         if not np.isfinite(rewards).all():
             raise ValueError("rewards must be finite (no NaN or inf)")
         returns = lfilter([1.0], [1.0, -gamma], rewards[::-1])[::-1]
-        self.write(keys, actions, returns)
+        # Written walking backwards, as the original does: the episode's first steps are
+        # its most recently written entries.
+        self.write(np.asarray(keys)[::-1], np.asarray(actions)[::-1], returns[::-1])
         return returns
 
     # ------------------------------------------------------------------ size and state
@@ -417,23 +449,24 @@ class EpisodicMemory:
     def nbytes(self) -> int:
         return sum(level.nbytes() for _, level in self._live_levels()) + self.counts.nbytes
 
-    def entries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """All live entries as (keys float32, actions, values, last_used) arrays."""
+    def entries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """All live entries as (keys float32, actions, values, last_used, visits) arrays."""
         levels = [level for _, level in self._live_levels()]
         if not levels:
             return (np.zeros((0, self.key_dim), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32),
-                    np.zeros(0, np.uint32))
+                    np.zeros(0, np.uint32), np.zeros(0, np.uint32))
         alive = [level.alive for level in levels]
         points = np.concatenate([level.points[mask] for level, mask in zip(levels, alive)])
         values = np.concatenate([level.values[mask] for level, mask in zip(levels, alive)])
         clocks = np.concatenate([level.last_used[mask] for level, mask in zip(levels, alive)])
+        visits = np.concatenate([level.visits[mask] for level, mask in zip(levels, alive)])
         actions = np.rint(points[:, -1] / ACTION_SEPARATION).astype(np.int64)
-        return points[:, :-1].astype(np.float32), actions, values, clocks
+        return points[:, :-1].astype(np.float32), actions, values, clocks, visits
 
     def state_dict(self) -> dict[str, Any]:
-        keys, actions, values, clocks = self.entries()
+        keys, actions, values, clocks, visits = self.entries()
         return {"config": self._config(), "keys": keys, "actions": actions, "values": values,
-                "last_used": clocks, "clock": self.clock, "rebuild_seconds": self.rebuild_seconds}
+                "last_used": clocks, "visits": visits, "clock": self.clock, "rebuild_seconds": self.rebuild_seconds}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["config"] != self._config():
@@ -441,8 +474,10 @@ class EpisodicMemory:
         self.levels = []
         self.counts = np.bincount(state["actions"], minlength=self.num_actions).astype(np.int64)
         if len(state["keys"]):
+            # Checkpoints written before visits were counted hold none: one visit each.
+            visits = state.get("visits", np.ones(len(state["keys"]), np.uint32))
             self._add_run(self._points(state["keys"], state["actions"]), np.asarray(state["values"], np.float32),
-                          np.asarray(state["last_used"], np.uint32))
+                          np.asarray(state["last_used"], np.uint32), np.asarray(visits, np.uint32))
         self.clock = int(state["clock"])
         self.rebuild_seconds = float(state["rebuild_seconds"])
 

@@ -25,16 +25,24 @@ from emdqn.metrics import log_metrics
 from emdqn.networks import build_q_network
 
 
-LOGGED_PARTS = ("loss", "td_loss", "memory_loss", "q_values")
+LOGGED_PARTS = ("loss", "td_loss", "memory_loss", "q_values", "h_minus_q", "memory_share")
+# Where each part goes in the metric namespace.
+METRIC_NAMES = {"loss": "losses/loss", "td_loss": "losses/td_loss", "memory_loss": "losses/memory_loss",
+                "q_values": "losses/q_values", "h_minus_q": "memory/h_minus_q",
+                "memory_share": "memory/loss_share"}
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; training stops and keeps the last good checkpoint."""
 
 
-def td_targets(target_network: nn.Module, online_network: nn.Module | None, batch: dict[str, torch.Tensor],
-               gamma: float) -> torch.Tensor:
-    """S = r + gamma (1 - terminated) Q_target(s', a*); a* from the online net if given (double Q)."""
+def td_targets(target_network: nn.Module, online_network: nn.Module | None,
+               batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """S = R + discount (1 - terminated) Q_target(s', a*); a* from the online net if given (double Q).
+
+    ``R`` is the batch's (n-step) discounted reward sum and ``discount`` gamma^k for the k
+    rewards it holds (the replay computes both), so one formula serves every ``agent.n_step``.
+    """
     with torch.no_grad():
         next_q_target = target_network(batch["next_obs"])
         if online_network is not None:
@@ -43,7 +51,7 @@ def td_targets(target_network: nn.Module, online_network: nn.Module | None, batc
         else:
             next_value = next_q_target.max(dim=1).values
         not_done = 1.0 - batch["terminated"].float()
-        return batch["rewards"].float() + gamma * not_done * next_value
+        return batch["rewards"].float() + batch["discounts"].float() * not_done * next_value
 
 
 def elementwise_loss(kind: str, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -52,13 +60,13 @@ def elementwise_loss(kind: str, prediction: torch.Tensor, target: torch.Tensor) 
     return F.mse_loss(prediction, target, reduction="none")
 
 
-def emdqn_loss(q_network: nn.Module, target_network: nn.Module, batch: dict[str, torch.Tensor], *, gamma: float,
+def emdqn_loss(q_network: nn.Module, target_network: nn.Module, batch: dict[str, torch.Tensor], *,
                alpha: float, beta: float, double_q: bool = False, loss: str = "huber",
                average: str = "batch") -> dict[str, torch.Tensor]:
     """The EMDQN loss of one batch and its parts (``loss`` carries the gradient)."""
     q_all = q_network(batch["obs"])
     q_taken = q_all.gather(1, batch["actions"].long().unsqueeze(1)).squeeze(1)
-    targets = td_targets(target_network, q_network if double_q else None, batch, gamma)
+    targets = td_targets(target_network, q_network if double_q else None, batch)
     td_loss = elementwise_loss(loss, q_taken, targets).mean()
     found = batch["memory_found"].float()
     memory_terms = elementwise_loss(loss, q_taken, batch["memory_values"].float()) * found
@@ -67,8 +75,12 @@ def emdqn_loss(q_network: nn.Module, target_network: nn.Module, batch: dict[str,
     else:
         memory_loss = memory_terms.mean()
     total = alpha * td_loss + beta * memory_loss if beta != 0 else alpha * td_loss
+    with torch.no_grad():  # how hard the memory pulls: mean H - Q(s,a) over hits, and its share of the loss
+        hits = found.sum()
+        h_minus_q = ((batch["memory_values"].float() - q_taken) * found).sum() / hits.clamp(min=1.0)
+        memory_share = beta * memory_loss / total.clamp(min=1e-12) if beta != 0 else torch.zeros_like(total)
     return {"loss": total, "td_loss": td_loss.detach(), "memory_loss": memory_loss.detach(),
-            "q_values": q_taken.detach().mean()}
+            "q_values": q_taken.detach().mean(), "h_minus_q": h_minus_q, "memory_share": memory_share.detach()}
 
 
 def clip_grad_norm_per_tensor(parameters: Sequence[nn.Parameter], max_norm: float) -> None:
@@ -111,7 +123,7 @@ class EMDQNModule(pl.LightningModule):
             self._train_q = torch.compile(self.q_network)
             self._train_target = torch.compile(self.target_network)
         # Plain values for the hot path (config lookups cost more than small tensor ops).
-        self._loss_settings = {"gamma": float(self.agent.gamma), "alpha": self.alpha, "beta": self.beta,
+        self._loss_settings = {"alpha": self.alpha, "beta": self.beta,
                                "double_q": bool(self.agent.double_q), "loss": str(self.agent.loss),
                                "average": str(cfg.memory.average)}
         self._grad_clip_norm = self.agent.grad_clip_norm
@@ -181,7 +193,8 @@ class EMDQNModule(pl.LightningModule):
         if not force and env_step // every == self.last_log_step // every:
             return
         self.last_log_step = env_step
-        metrics = {f"losses/{name}": total / max(self._count, 1) for name, total in self._sums.items()}
+        metrics = {METRIC_NAMES[name]: total / max(self._count, 1) for name, total in self._sums.items()
+                   if self.beta != 0 or not METRIC_NAMES[name].startswith("memory/")}
         datamodule = self.trainer.datamodule
         if datamodule is not None:
             metrics.update(datamodule.interval_metrics())

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from emdqn.config import MODEL_NAMES
+
 PADDINGS = ("same", "valid")
 
 
@@ -151,6 +153,26 @@ class NatureCNN(nn.Module):
         return self.head(features)
 
 
+class MinAtarCNN(nn.Module):
+    """MinAtar's DQN network (Young & Tian 2019): conv 16 3x3 stride 1, ReLU, dense 128, ReLU, Q-values.
+
+    The layer sizes and PyTorch's default initialisation of MinAtar's ``examples/dqn.py``.
+    """
+
+    def __init__(self, obs_shape: Sequence[int], num_actions: int, filters: int = 16, hidden: int = 128,
+                 dueling: bool = False):
+        super().__init__()
+        if len(obs_shape) != 3:
+            raise ValueError(f"model=minatar_cnn needs (channels, height, width) observations, got {tuple(obs_shape)}")
+        channels, height, width = obs_shape
+        self.torso = nn.Sequential(nn.Conv2d(channels, filters, kernel_size=3, stride=1), nn.ReLU(), nn.Flatten())
+        self.flat_features = filters * (height - 2) * (width - 2)
+        self.head = QHead(self.flat_features, hidden, num_actions, dueling)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.torso(obs.float()))
+
+
 class MLP(nn.Module):
     """A small fully connected Q-network for flat observations."""
 
@@ -192,4 +214,7 @@ def build_q_network(model_cfg: Any, obs_shape: Sequence[int], num_actions: int) 
     if name == "mlp":
         return MLP(obs_shape, num_actions, hidden_sizes=list(model_cfg.hidden_sizes), dueling=model_cfg.dueling,
                    input_scale=model_cfg.input_scale)
-    raise ValueError(f"model.name={name!r} is unknown; allowed: nature_cnn, mlp")
+    if name == "minatar_cnn":
+        return MinAtarCNN(obs_shape, num_actions, filters=model_cfg.filters, hidden=model_cfg.hidden,
+                          dueling=model_cfg.dueling)
+    raise ValueError(f"model.name={name!r} is unknown; allowed: {', '.join(MODEL_NAMES)}")

@@ -119,10 +119,20 @@ class ReplayBuffer:
         back = np.minimum(offsets[None, :], self.episode_pos[slots][:, None])
         return self.frames[(slots[:, None] - back) % self.capacity]
 
-    def sample(self, batch_size: int) -> dict[str, np.ndarray]:
-        """A uniform batch of valid transitions as numpy arrays."""
+    def sample(self, batch_size: int, n_step: int = 1, gamma: float = 0.99) -> dict[str, np.ndarray]:
+        """A uniform batch of valid transitions as numpy arrays.
+
+        With ``n_step > 1`` each row is the n-step transition from the sampled state:
+        ``rewards`` the discounted sum of up to ``n_step`` rewards, ``next_obs`` the state
+        after the last of them, ``terminated`` whether the episode terminated within them
+        and ``discounts`` gamma^k for the k rewards summed. An episode end inside the window
+        shortens it (termination cuts the bootstrap; truncation bootstraps from the final
+        observation), as does the newest transition of an episode still in progress.
+        """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if n_step < 1:
+            raise ValueError(f"n_step must be >= 1, got {n_step}")
         if not self.has_transition.any():
             raise ValueError("cannot sample from an empty replay buffer")
         chosen = np.empty(0, dtype=np.int64)
@@ -130,17 +140,44 @@ class ReplayBuffer:
             candidates = self.rng.integers(0, self.filled, size=2 * batch_size)
             chosen = np.concatenate([chosen, candidates[self._valid_mask(candidates)]])
         slots = chosen[:batch_size]
-        next_slots = (slots + 1) % self.capacity
+        if n_step == 1:
+            last, rewards, steps = slots, self.rewards[slots], np.ones(batch_size, dtype=np.int64)
+        else:
+            last, rewards, steps = self._n_step_window(slots, n_step, gamma)
         return {
             "obs": self.stacks(slots),
             "actions": self.actions[slots].astype(np.int64),
-            "rewards": self.rewards[slots],
-            "next_obs": self.stacks(next_slots),
-            "terminated": self.terminated[slots],
-            "truncated": self.truncated[slots],
+            "rewards": rewards,
+            "next_obs": self.stacks((last + 1) % self.capacity),
+            "terminated": self.terminated[last],
+            "truncated": self.truncated[last],
+            "discounts": (gamma ** steps).astype(np.float32),
             "keys": self.keys[slots],
             "slots": slots,
         }
+
+    def _n_step_window(self, slots: np.ndarray, n_step: int, gamma: float
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(last slot, discounted reward sum, number of rewards) of each slot's n-step window.
+
+        The window walks forward through the slot's episode: the slot after a transition
+        holds its next observation, and it has a transition of its own unless the episode
+        ended there or it is the newest slot (the agent has not acted from it yet).
+        """
+        last = slots.copy()
+        total = self.rewards[slots].astype(np.float64)
+        steps = np.ones(len(slots), dtype=np.int64)
+        ended = self.terminated[slots] | self.truncated[slots]
+        for offset in range(1, n_step):
+            following = (last + 1) % self.capacity
+            going = ~ended & self.has_transition[following]
+            if not going.any():
+                break
+            last = np.where(going, following, last)
+            total += np.where(going, gamma ** offset * self.rewards[following], 0.0)
+            steps += going
+            ended |= ~going | self.terminated[following] | self.truncated[following]
+        return last, total.astype(np.float32), steps
 
     # ------------------------------------------------------------------ sizes and state
     def nbytes(self) -> int:
@@ -195,14 +232,14 @@ class MultiEnvReplay:
         """Abandon env ``env_index``'s episode in progress (its game was restarted)."""
         self.streams[env_index].current = -1
 
-    def sample(self, batch_size: int) -> dict[str, np.ndarray]:
+    def sample(self, batch_size: int, n_step: int = 1, gamma: float = 0.99) -> dict[str, np.ndarray]:
         if len(self.streams) == 1:
-            return self.streams[0].sample(batch_size)
+            return self.streams[0].sample(batch_size, n_step, gamma)
         held = np.array([min(stream.num_transitions, stream.capacity) for stream in self.streams], dtype=np.float64)
         if not held.any():
             raise ValueError("cannot sample from an empty replay buffer")
         counts = self.rng.multinomial(batch_size, held / held.sum())
-        parts = [stream.sample(int(count)) for stream, count in zip(self.streams, counts) if count]
+        parts = [stream.sample(int(count), n_step, gamma) for stream, count in zip(self.streams, counts) if count]
         return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
     def __len__(self) -> int:

@@ -183,8 +183,8 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequenc
             log.warning("Stopped at env step %s; checkpoint %s. Continue with: python train.py resume=%s",
                         f"{datamodule.env_steps:,}", path, run_path)
             return result
-        for env_index in range(datamodule.num_envs):
-            datamodule.flush_episode_to_memory(env_index)
+        # The episodes in progress stay in the checkpoint, unwritten: a run resumed with a
+        # larger budget finishes them and writes them whole.
         save_checkpoint(run_path, module, datamodule, cfg.checkpoint.save_replay)
         result = final_evaluation(cfg, module, datamodule, loggers)
     finally:

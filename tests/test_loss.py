@@ -27,6 +27,7 @@ def tiny_batch(**overrides):
         "rewards": torch.tensor([1.0, -1.0]),
         "next_obs": torch.tensor([1, 2]),
         "terminated": torch.tensor([False, True]),
+        "discounts": torch.tensor([0.9, 0.9]),
         "memory_values": torch.tensor([3.0, 0.0]),
         "memory_found": torch.tensor([True, False]),
     }
@@ -36,7 +37,7 @@ def tiny_batch(**overrides):
 
 def test_td_target_by_hand():
     target = TableQ([[0.0, 0.0], [2.0, 5.0], [7.0, 1.0]])
-    targets = td_targets(target, None, tiny_batch(), gamma=0.9)
+    targets = td_targets(target, None, tiny_batch())
     # s'=1 bootstraps with max(2, 5); the terminated row keeps only its reward.
     assert targets.tolist() == pytest.approx([1.0 + 0.9 * 5.0, -1.0])
 
@@ -44,27 +45,27 @@ def test_td_target_by_hand():
 def test_truncation_bootstraps():
     target = TableQ([[0.0, 0.0], [2.0, 5.0], [7.0, 1.0]])
     batch = tiny_batch(terminated=torch.tensor([False, False]))
-    assert td_targets(target, None, batch, gamma=0.9)[1].item() == pytest.approx(-1.0 + 0.9 * 7.0)
+    assert td_targets(target, None, batch)[1].item() == pytest.approx(-1.0 + 0.9 * 7.0)
 
 
 def test_double_q_target_uses_online_argmax_and_target_value():
     target = TableQ([[0.0, 0.0], [2.0, 5.0], [7.0, 1.0]])
     online = TableQ([[0.0, 0.0], [9.0, 0.0], [0.0, 0.0]])  # prefers action 0 at s'=1
-    targets = td_targets(target, online, tiny_batch(), gamma=0.9)
+    targets = td_targets(target, online, tiny_batch())
     assert targets[0].item() == pytest.approx(1.0 + 0.9 * 2.0)
 
 
 def test_emdqn_loss_by_hand():
     online = TableQ([[0.0, 1.0], [0.5, 0.0], [0.0, 0.0]])
     target = TableQ([[0.0, 0.0], [2.0, 5.0], [7.0, 1.0]])
-    parts = emdqn_loss(online, target, tiny_batch(), gamma=0.9, alpha=1.0, beta=0.5)
+    parts = emdqn_loss(online, target, tiny_batch(), alpha=1.0, beta=0.5)
     huber = torch.nn.functional.huber_loss
     td = (huber(torch.tensor(1.0), torch.tensor(5.5)) + huber(torch.tensor(0.5), torch.tensor(-1.0))) / 2
     memory = huber(torch.tensor(1.0), torch.tensor(3.0)) / 2  # one hit, averaged over the batch of 2
     assert parts["td_loss"].item() == pytest.approx(td.item())
     assert parts["memory_loss"].item() == pytest.approx(memory.item())
     assert parts["loss"].item() == pytest.approx(td.item() + 0.5 * memory.item())
-    hits_only = emdqn_loss(online, target, tiny_batch(), gamma=0.9, alpha=1.0, beta=0.5, average="hits")
+    hits_only = emdqn_loss(online, target, tiny_batch(), alpha=1.0, beta=0.5, average="hits")
     assert hits_only["memory_loss"].item() == pytest.approx(2 * memory.item())
 
 
@@ -75,18 +76,19 @@ def test_beta_zero_gives_exactly_the_dqn_loss_and_gradients(memory_found):
     target = copy.deepcopy(net)
     batch = {"obs": torch.randn(2, 3), "actions": torch.tensor([1, 0]), "rewards": torch.tensor([1.0, 0.0]),
              "next_obs": torch.randn(2, 3), "terminated": torch.tensor([False, True]),
+             "discounts": torch.tensor([0.99, 0.99]),
              "memory_values": torch.tensor([30.0, 1.0]), "memory_found": memory_found}
 
     def gradients(**weights):
         net.zero_grad()
-        parts = emdqn_loss(net, target, batch, gamma=0.99, **weights)
+        parts = emdqn_loss(net, target, batch, **weights)
         parts["loss"].backward()
         return parts["loss"].item(), [p.grad.clone() for p in net.parameters()]
 
     # Plain DQN written out: Huber(Q - S), nothing else.
     net.zero_grad()
     q = net(batch["obs"]).gather(1, batch["actions"].unsqueeze(1)).squeeze(1)
-    dqn = torch.nn.functional.huber_loss(q, td_targets(target, None, batch, 0.99))
+    dqn = torch.nn.functional.huber_loss(q, td_targets(target, None, batch))
     dqn.backward()
     dqn_grads = [p.grad.clone() for p in net.parameters()]
     loss, grads = gradients(alpha=1.0, beta=0.0)

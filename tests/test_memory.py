@@ -89,7 +89,7 @@ def test_max_update_and_no_duplicate_keys():
     memory.write(np.repeat(key, 3, axis=0), np.array([0, 0, 0]), np.array([1.0, 9.0, 2.0]))
     assert len(memory) == 2
     assert memory.lookup(key, np.array([0]))[0][0] == 9.0
-    keys, actions, _, _ = memory.entries()
+    keys, actions, _, _, _ = memory.entries()
     assert len(np.unique(np.column_stack([keys, actions]), axis=0)) == len(keys)
 
 
@@ -156,7 +156,7 @@ def test_capacity_evicts_least_recently_used_and_keeps_max_returns():
     for _ in range(20):
         memory.write(random_keys(rng, 30), np.zeros(30, dtype=int), np.ones(30))
     assert memory.counts[0] <= capacity
-    keys, _, values, _ = memory.entries()
+    keys, _, values, _, _ = memory.entries()
     assert len(keys) == len(memory)
     assert memory.lookup(keys, np.zeros(len(keys), dtype=int))[1].all()
 
@@ -220,3 +220,36 @@ def test_bad_constructor_arguments(kwargs, message):
     arguments = {"num_actions": 3, "obs_shape": (4,)} | kwargs
     with pytest.raises(ValueError, match=message):
         EpisodicMemory(**arguments)
+
+
+def test_rows_of_one_write_age_in_order_for_the_lru():
+    """Rows written in one call count as written one after another: the first are evicted first."""
+    memory = EpisodicMemory(1, (3,), key_dim=3, capacity=4, evict_fraction=0.25)
+    keys = np.arange(18, dtype=np.float32).reshape(6, 3)
+    memory.write(keys, np.zeros(6, np.int64), np.arange(6, dtype=np.float64))
+    kept_keys, _, values, _, _ = memory.entries()
+    assert sorted(values.tolist()) == [2.0, 3.0, 4.0, 5.0]
+
+
+def test_an_episode_is_written_backwards_as_the_original_walks_it():
+    memory = EpisodicMemory(1, (3,), key_dim=3, capacity=3, evict_fraction=0.25)
+    keys = np.arange(15, dtype=np.float32).reshape(5, 3)
+    memory.add_episode(keys, np.zeros(5, np.int64), np.zeros(5), gamma=0.9)
+    kept_keys, _, _, _, _ = memory.entries()
+    # The last steps are written first, so they are the least recently used.
+    assert sorted(kept_keys[:, 0].tolist()) == [0.0, 3.0, 6.0]
+
+
+def test_visits_count_every_write_of_an_entry_and_lookup_reports_them():
+    memory = EpisodicMemory(2, (3,), key_dim=3)
+    keys = np.array([[1, 0, 0], [0, 1, 0], [1, 0, 0]], dtype=np.float32)
+    memory.write(keys, np.array([0, 0, 0]), np.array([1.0, 2.0, 3.0]))   # key 0 visited twice
+    memory.write(keys[1:2], np.array([0]), np.array([0.5]))               # key 1 visited twice
+    memory.write(keys[1:2], np.array([1]), np.array([0.5]))               # another action: a new entry
+    values, found, visits = memory.lookup(np.array([[1, 0, 0], [0, 1, 0], [0, 1, 0], [0, 0, 1]], np.float32),
+                                          np.array([0, 0, 1, 0]), with_visits=True)
+    assert values.tolist() == [3.0, 2.0, 0.5, 0.0]
+    assert visits.tolist() == [2, 2, 1, 0] and found.tolist() == [True, True, True, False]
+    restored = EpisodicMemory(2, (3,), key_dim=3)
+    restored.load_state_dict(memory.state_dict())
+    assert restored.lookup(keys[:1], np.array([0]), with_visits=True)[2].tolist() == [2]

@@ -156,3 +156,61 @@ def test_bad_arguments():
 def test_atari_bytes_per_transition_is_about_one_frame():
     buffer = ReplayBuffer(1000, (4, 84, 84), frame_stack=4, key_dim=4)
     assert buffer.nbytes() / buffer.capacity <= 7_300
+
+
+def flat_buffer(rewards, ends, capacity=64):
+    """One-number observations 0, 1, 2, ...; ``ends[t]`` is None, "terminated" or "truncated"."""
+    buffer = ReplayBuffer(capacity, (1,), frame_stack=1, obs_dtype=np.float32, seed=0)
+    obs = 0.0
+    for reward, end in zip(rewards, ends):
+        buffer.add(np.array([obs]), 0, reward, np.array([obs + 1]), end == "terminated", end == "truncated")
+        obs += 1
+    return buffer
+
+
+def sample_rows(buffer, n_step, gamma=0.5):
+    """Every valid slot's n-step transition, keyed by the observation it starts from."""
+    slots = all_valid_slots(buffer)
+    buffer.rng = np.random.default_rng(0)
+    batch = buffer.sample(4096, n_step=n_step, gamma=gamma)
+    rows = {}
+    for index in range(len(batch["slots"])):
+        rows[float(batch["obs"][index, 0])] = (float(batch["rewards"][index]), float(batch["next_obs"][index, 0]),
+                                               bool(batch["terminated"][index]), float(batch["discounts"][index]))
+    assert len(rows) == len(slots)
+    return rows
+
+
+def test_n_step_targets_by_hand_across_a_termination_and_a_truncation():
+    # Episode A: observations 0..3, terminated after the third reward (next obs 3).
+    # Episode B: observations 4..6, truncated after its second reward (next obs 6).
+    # Episode C: observation 7 onwards, still in progress after two rewards.
+    rewards = [1, 2, 4, 8, 16, 32, 64]
+    ends = [None, None, "terminated", None, "truncated", None, None]
+    buffer = ReplayBuffer(64, (1,), frame_stack=1, obs_dtype=np.float32, seed=0)
+    observations = [0, 1, 2, 4, 5, 7, 8]  # each episode starts at a new observation
+    for obs, reward, end in zip(observations, rewards, ends):
+        buffer.add(np.array([obs], np.float32), 0, reward, np.array([obs + 1], np.float32),
+                   end == "terminated", end == "truncated")
+    rows = sample_rows(buffer, n_step=3, gamma=0.5)
+    # (n-step reward sum, next observation, terminated, gamma^k)
+    assert rows[0.0] == (1 + 0.5 * 2 + 0.25 * 4, 3.0, True, 0.125)
+    assert rows[1.0] == (2 + 0.5 * 4, 3.0, True, 0.25)       # the termination cuts the window
+    assert rows[2.0] == (4.0, 3.0, True, 0.5)
+    assert rows[4.0] == (8 + 0.5 * 16, 6.0, False, 0.25)     # truncation: bootstrap from obs 6
+    assert rows[5.0] == (16.0, 6.0, False, 0.5)
+    assert rows[7.0] == (32 + 0.5 * 64, 9.0, False, 0.25)    # the episode in progress: what exists
+    assert rows[8.0] == (64.0, 9.0, False, 0.5)
+    one_step = sample_rows(buffer, n_step=1, gamma=0.5)
+    assert one_step[0.0] == (1.0, 1.0, False, 0.5) and one_step[2.0] == (4.0, 3.0, True, 0.5)
+
+
+def test_n_step_window_never_reads_overwritten_slots():
+    buffer = ReplayBuffer(8, (1,), frame_stack=1, obs_dtype=np.float32, seed=0)
+    for obs in range(20):  # one long episode wrapping the buffer twice
+        buffer.add(np.array([obs], np.float32), 0, 1.0, np.array([obs + 1], np.float32), False, False)
+    rows = sample_rows(buffer, n_step=3, gamma=1.0)
+    for start, (reward, next_obs, terminated, discount) in rows.items():
+        steps = int(next_obs - start)
+        assert 1 <= steps <= 3 and reward == steps and not terminated and discount == 1.0
+    assert max(rows) == 19.0 and rows[19.0][1] == 20.0
