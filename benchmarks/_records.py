@@ -1,0 +1,77 @@
+"""Result records: what a published figure was measured with, written beside the figure.
+
+A record is a small JSON file under ``benchmarks/results/``: the command, the git commit,
+the date, the machine (CPU model and cores), the library versions, and the values.
+The documents quote figures from records; ``tests/test_records.py`` checks that they agree.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+LIBRARIES = ("torch", "pytorch-lightning", "hydra-core", "gymnasium", "ale-py", "minatar", "scipy", "numpy")
+
+
+def git_commit(repo: Path = REPO_ROOT) -> str:
+    """The checked-out commit, with ``+dirty`` when tracked files differ from it."""
+    try:
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def config_hash(config: Any) -> str:
+    """A short hash of a (plain) config: equal hashes, equal settings."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def metadata_block(command: str | None = None, repo: Path = REPO_ROOT) -> dict[str, Any]:
+    return {
+        "command": command if command is not None else " ".join(["python", *sys.argv]),
+        "commit": git_commit(repo),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count()},
+        "versions": library_versions(),
+    }
+
+
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    """Write atomically: a record is either the old one or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(record, indent=1, sort_keys=False) + "\n")
+    os.replace(temporary, path)

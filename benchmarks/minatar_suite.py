@@ -1,0 +1,193 @@
+"""EMDQN against DQN and n-step DQN on the five MinAtar games: the project's headline table.
+
+    python benchmarks/minatar_suite.py                      # run what is missing, then the report
+    python benchmarks/minatar_suite.py --report-only        # rebuild table and picture from the results
+    python benchmarks/minatar_suite.py --games breakout --seeds 0 --steps 100000   # a smaller grid
+
+Arms (``experiment=minatar``, identical settings but for the arm's own keys):
+
+    dqn           memory=none
+    emdqn         memory=kdtree (lambda 0.1)
+    ndqn          memory=none agent.n_step=3
+    emdqn_nstep   memory=kdtree agent.n_step=3   (the memory term added to an n-step TD target)
+
+Runs go through the project's own multirun (``python train.py -m``, joblib launcher), two
+at a time with one torch thread each: the DQN and EMDQN arms of one (game, seed, n_step)
+run side by side, so both see the same machine load. Each finished run's result (its
+downsampled learning curve, final figures and mean memory metrics) is written to
+``<out>/runs/<game>__<arm>__s<seed>.json``; a run whose result exists is never redone, so
+the suite resumes where it stopped. ``--commit`` also commits each result as it is
+written (for long suites on machines whose uncommitted files do not survive). The report
+(``<out>/table.md``, ``<out>/curves.png``, ``<out>/summary.json``) is built from the result
+files alone (see ``benchmarks/minatar_report.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from _records import REPO_ROOT, config_hash, metadata_block, write_record
+from omegaconf import OmegaConf
+
+GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
+ARMS = {  # arm -> (memory config, n_step)
+    "dqn": ("none", 1),
+    "emdqn": ("kdtree", 1),
+    "ndqn": ("none", 3),
+    "emdqn_nstep": ("kdtree", 3),
+}
+BIN_STEPS = 5_000  # width of the learning curve's bins, env steps
+MEMORY_METRICS = ("memory/hit_rate", "memory/revisit_share", "memory/h_minus_q", "memory/loss_share",
+                  "memory/h_mean", "memory/size")
+
+
+def arm_of(memory: str, n_step: int) -> str:
+    return next(arm for arm, setting in ARMS.items() if setting == (memory, n_step))
+
+
+def result_path(out: Path, game: str, arm: str, seed: int) -> Path:
+    return out / "runs" / f"{game}__{arm}__s{seed}.json"
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, float]]:
+    with (run_dir / "metrics.csv").open() as file:
+        return [{key: float(value) for key, value in row.items() if value not in ("", None)}
+                for row in csv.DictReader(file)]
+
+
+def learning_curve(episode_steps: np.ndarray, episode_returns: np.ndarray, total_steps: int) -> list[float]:
+    """Mean return of the games that ended in each ``BIN_STEPS`` bin; a bin without one
+    carries the previous bin's value (the first bins take the first game's)."""
+    bins = math.ceil(total_steps / BIN_STEPS)
+    curve = np.full(bins, np.nan)
+    index = np.minimum((episode_steps - 1) // BIN_STEPS, bins - 1).astype(int)
+    for b in range(bins):
+        chosen = episode_returns[index == b]
+        if chosen.size:
+            curve[b] = chosen.mean()
+    filled = curve[~np.isnan(curve)]
+    if not filled.size:
+        return [0.0] * bins
+    last = filled[0]
+    for b in range(bins):
+        last = curve[b] = last if np.isnan(curve[b]) else curve[b]
+    return [round(float(v), 4) for v in curve]
+
+
+def harvest(run_dir: Path, command: str, wall_seconds: float) -> dict:
+    """The result of one finished run, from its folder."""
+    config = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
+    rows = read_metrics(run_dir)
+    episodes = [(row["step"], row["charts/episodic_return"]) for row in rows if "charts/episodic_return" in row]
+    steps = np.array([s for s, _ in episodes])
+    returns = np.array([r for _, r in episodes])
+    evals = [row["eval/episodic_return"] for row in rows if "eval/episodic_return" in row]
+    total = int(config["agent"]["total_steps"])
+    memory_means = {}
+    for name in MEMORY_METRICS:
+        values = [row[name] for row in rows if name in row]
+        if values:
+            memory_means[name] = float(np.mean(values))
+    arm = arm_of(config["memory"]["name"], int(config["agent"]["n_step"]))
+    return {
+        "game": config["env"]["game"], "arm": arm, "seed": int(config["seed"]),
+        "memory": config["memory"]["name"], "lambda": config["memory"]["lambda"],
+        "n_step": int(config["agent"]["n_step"]), "env_steps": total, "episodes": len(returns),
+        "final_return": float(returns[-100:].mean()) if returns.size else None,
+        "eval_return": evals[-1] if evals else None,
+        "eval_episodes": int(config["eval"]["episodes"]),
+        "curve": {"bin_steps": BIN_STEPS, "returns": learning_curve(steps, returns, total)},
+        "memory_metrics": memory_means,
+        "wall_seconds": round(wall_seconds, 1),
+        "config_hash": config_hash({k: v for k, v in config.items() if k not in ("trainer", "logger", "hydra")}),
+        **metadata_block(command),
+    }
+
+
+def commit_files(paths: list[Path], message: str) -> None:
+    """Commit only ``paths`` (other staged work stays staged); retry while git is busy."""
+    repo = paths[0].parent
+    for attempt in range(10):
+        added = subprocess.run(["git", "-C", str(repo), "add", "--", *map(str, paths)], capture_output=True, text=True)
+        done = added.returncode == 0 and subprocess.run(
+            ["git", "-C", str(repo), "commit", "-q", "-m", message, "--", *map(str, paths)],
+            capture_output=True, text=True).returncode == 0
+        if done:
+            return
+        time.sleep(2 + attempt)
+    print(f"warning: could not commit {', '.join(map(str, paths))}; the files are written", flush=True)
+
+
+def run_pair(game: str, seed: int, n_step: int, memories: list[str], steps: int, jobs: int, runs_dir: Path,
+             extra: list[str]) -> tuple[Path, str, float]:
+    """One multirun of the given memory settings; returns its folder, command and wall time."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    sweep_dir = runs_dir / f"{game}_n{n_step}_s{seed}_{stamp}"
+    overrides = ["experiment=minatar", f"env.game={game}", f"seed={seed}", f"agent.n_step={n_step}",
+                 f"agent.total_steps={steps}", f"memory={','.join(memories)}", "trainer.threads=1", "logger=csv",
+                 "hydra/launcher=joblib", f"hydra.launcher.n_jobs={min(jobs, len(memories))}",
+                 "checkpoint.every_steps=0", "checkpoint.save_replay=false", *extra]
+    command = " ".join(["python", "train.py", "-m", *overrides])
+    start = time.perf_counter()
+    finished = subprocess.run([sys.executable, str(REPO_ROOT / "train.py"), "-m", *overrides,
+                               f"hydra.sweep.dir={sweep_dir}"], cwd=REPO_ROOT, capture_output=True, text=True)
+    if finished.returncode != 0:
+        raise RuntimeError(f"{command} failed:\n{finished.stdout[-2000:]}\n{finished.stderr[-4000:]}")
+    return sweep_dir, command, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--games", nargs="+", default=list(GAMES), choices=GAMES)
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=300_000, help="env steps per run")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one torch thread each)")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "minatar")
+    parser.add_argument("--runs-dir", type=Path, default=REPO_ROOT / "multirun" / "minatar_suite",
+                        help="where the run folders go")
+    parser.add_argument("--commit", action="store_true", help="git-commit each result file as it is written")
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("overrides", nargs="*", help="extra overrides for every run (kept in each result)")
+    args = parser.parse_args()
+
+    if not args.report_only:
+        plan = [(seed, game, n_step, [ARMS[arm][0] for arm in args.arms if ARMS[arm][1] == n_step
+                                      and not result_path(args.out, game, arm, seed).exists()])
+                for seed in args.seeds for game in args.games for n_step in sorted({ARMS[a][1] for a in args.arms})]
+        plan = [item for item in plan if item[3]]
+        total_runs = sum(len(item[3]) for item in plan)
+        print(f"{total_runs} runs to do ({len(plan)} launches); results in {args.out}", flush=True)
+        done = 0
+        for seed, game, n_step, memories in plan:
+            print(f"[{done + 1}/{total_runs}] {game} seed {seed} n_step {n_step}: memory={','.join(memories)} "
+                  f"({datetime.datetime.now():%H:%M})", flush=True)
+            sweep_dir, command, wall = run_pair(game, seed, n_step, memories, args.steps, args.jobs, args.runs_dir,
+                                                args.overrides)
+            written = []
+            for run_dir in sorted(path.parent for path in sweep_dir.glob("*/config.yaml")):
+                result = harvest(run_dir, command, wall)
+                path = result_path(args.out, result["game"], result["arm"], result["seed"])
+                write_record(path, result)
+                written.append(path)
+                print(f"    {result['arm']}: final return {result['final_return']:.2f}, eval "
+                      f"{result['eval_return']}, {wall / 60:.1f} min", flush=True)
+            done += len(memories)
+            if args.commit and written:
+                commit_files(written, f"MinAtar suite results: {game} seed {seed} n_step {n_step} "
+                                      f"({', '.join(p.stem.split('__')[1] for p in written)}), {args.steps:,} env steps")
+    from minatar_report import build_report
+
+    build_report(args.out)
+
+
+if __name__ == "__main__":
+    main()
