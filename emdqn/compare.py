@@ -2,6 +2,7 @@
 
     python -m emdqn.compare multirun/2026-11-25/10-00-00           # a multirun folder
     python -m emdqn.compare outputs/a outputs/b --by memory.lambda --threshold 18
+    python -m emdqn.compare multirun/suite --by memory.lambda,agent.n_step --tasks env.game   # several games
 
 Every folder below the given paths that holds a ``config.yaml`` is a run. Runs are grouped
 by the keys that differ between them (``--by`` to choose; ``memory.lambda`` when nothing
@@ -18,6 +19,12 @@ differs), seeds within a group are aggregated:
 
 Each statistic comes with a 95% bootstrap interval over seeds and the number of seeds.
 Runs that are missing, half-written or unreadable are listed and skipped.
+
+With ``--tasks KEY`` (``env.game``, ``env.id``) the runs of each task are compared on
+their own (a table and ``comparison_<task>.png`` each), and the groups are aggregated
+across tasks with rliable's stratified bootstrap (``emdqn.aggregates``): each group's
+probability of improvement over ``--baseline`` (default: the first group) on the final
+return, and the IQM of its AUC normalized by the baseline's mean AUC on each task.
 """
 
 from __future__ import annotations
@@ -106,11 +113,14 @@ def find_runs(paths: Sequence[Path]) -> tuple[list[Run], list[tuple[Path, str]]]
     return runs, skipped
 
 
-def condition_keys(runs: Sequence[Run]) -> list[str]:
+def condition_keys(runs: Sequence[Run], task_key: str | None = None) -> list[str]:
     keys = sorted({key for run in runs for key in run.config})
+    # Keys that follow the task (a game's id and name) are not conditions either.
+    task_partition = _partition(runs, task_key) if task_key else None
     differing = [key for key in keys
                  if len({repr(run.config.get(key)) for run in runs}) > 1
-                 and not any(key == k or key.startswith(k) for k in NOT_CONDITIONS)]
+                 and not any(key == k or key.startswith(k) for k in NOT_CONDITIONS)
+                 and (task_partition is None or _partition(runs, key) != task_partition)]
     # A key that splits the runs exactly as a kept one does (beta follows lambda) adds nothing.
     differing.sort(key=lambda key: key != "memory.lambda")
     kept, partitions = [], []
@@ -166,21 +176,51 @@ def group_label(keys: Sequence[str], values: tuple) -> str:
 
 
 def compare(paths: Sequence[Path], out_dir: Path, by: Sequence[str] | None = None, window: int = 10,
-            threshold: float | None = None, points: int = 100, seed: int = 0) -> dict[str, Any]:
-    """Write ``comparison.png`` and ``comparison.md`` into ``out_dir``; returns the table rows."""
+            threshold: float | None = None, points: int = 100, seed: int = 0, tasks: str | None = None,
+            baseline: str | None = None) -> dict[str, Any]:
+    """Write ``comparison.png`` (one per task with ``tasks``) and ``comparison.md`` into
+    ``out_dir``; returns the table rows (per task) and the aggregates across tasks."""
     runs, skipped = find_runs(paths)
     for folder, reason in skipped:
         print(f"skipped {folder}: {reason}", file=sys.stderr)
     if not runs:
         raise SystemExit("no usable run found in " + ", ".join(map(str, paths)))
-    keys = list(by) if by else condition_keys(runs)
+    keys = list(by) if by else condition_keys(runs, tasks)
+    rng = np.random.default_rng(seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if tasks is None:
+        result = compare_runs(runs, keys, window, threshold, points, rng)
+        plot_curves(out_dir / "comparison.png", result["grid"], result["curves"], result["groups"], keys, rng)
+        write_table(out_dir / "comparison.md", result["rows"], keys, result["threshold"], result["horizon"], skipped)
+        return {"rows": result["rows"], "threshold": result["threshold"], "keys": keys, "skipped": skipped}
+    by_task: dict[str, list[Run]] = {}
+    for run in runs:
+        by_task.setdefault(str(run.config.get(tasks)), []).append(run)
+    sections = {}
+    for task in sorted(by_task):
+        result = compare_runs(by_task[task], keys, window, threshold, points, rng)
+        plot_curves(out_dir / f"comparison_{safe_name(task)}.png", result["grid"], result["curves"],
+                    result["groups"], keys, rng, title=task)
+        sections[task] = result
+    aggregate = aggregate_tasks(sections, keys, baseline, seed)
+    write_task_tables(out_dir / "comparison.md", sections, aggregate, keys, tasks, skipped)
+    return {"tasks": {task: section["rows"] for task, section in sections.items()}, "aggregate": aggregate,
+            "keys": keys, "skipped": skipped}
+
+
+def safe_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+def compare_runs(runs: Sequence[Run], keys: Sequence[str], window: int, threshold: float | None, points: int,
+                 rng: np.random.Generator) -> dict[str, Any]:
+    """Curves and table rows of one set of runs grouped by ``keys``."""
     groups: dict[tuple, list[Run]] = {}
     for run in runs:
         run.group = tuple(run.config.get(key) for key in keys)
         groups.setdefault(run.group, []).append(run)
     horizon = min(run.steps[-1] for run in runs)
     grid = np.linspace(horizon / points, horizon, points)
-    rng = np.random.default_rng(seed)
     curves = {group: np.stack([smoothed_curve(run, grid, window) for run in members])
               for group, members in groups.items()}
     finals = {group: np.array([final_return(run, all(r.eval_return is not None for r in members), window)
@@ -196,6 +236,8 @@ def compare(paths: Sequence[Path], out_dir: Path, by: Sequence[str] | None = Non
         reach = np.array([steps_to_threshold(curve, grid, threshold) for curve in curves[group]])
         rows.append({
             "group": group_label(keys, group), "seeds": len(members),
+            "per_seed": {"seed": [run.config.get("seed") for run in members], "final": finals[group].tolist(),
+                         "auc": auc.tolist()},
             "final": (float(finals[group].mean()), bootstrap_interval(finals[group], rng)),
             "auc": (float(np.nanmean(auc)), bootstrap_interval(auc, rng)),
             "reach": (float(np.mean(reach)) if np.isfinite(reach).all() else math.inf,
@@ -203,14 +245,42 @@ def compare(paths: Sequence[Path], out_dir: Path, by: Sequence[str] | None = Non
                       int(np.isfinite(reach).sum())),
             "final_source": "eval" if all(r.eval_return is not None for r in members) else f"last {window} games",
         })
-    out_dir.mkdir(parents=True, exist_ok=True)
-    plot_curves(out_dir / "comparison.png", grid, curves, groups, keys, rng)
-    write_table(out_dir / "comparison.md", rows, keys, threshold, horizon, skipped)
-    return {"rows": rows, "threshold": threshold, "keys": keys, "skipped": skipped}
+    return {"rows": rows, "groups": groups, "curves": curves, "grid": grid, "threshold": threshold,
+            "horizon": horizon}
+
+
+def aggregate_tasks(sections: dict[str, dict[str, Any]], keys: Sequence[str], baseline: str | None,
+                    seed: int) -> dict[str, Any]:
+    """rliable aggregates of each group across the tasks where every group has runs."""
+    from emdqn.aggregates import aggregate_scores, normalize_by_baseline
+
+    labels = sorted({row["group"] for section in sections.values() for row in section["rows"]})
+    complete = {task: {row["group"]: row for row in section["rows"]} for task, section in sections.items()
+                if {row["group"] for row in section["rows"]} == set(labels)}
+    if len(labels) < 2 or not complete:
+        return {}
+    baseline = baseline or labels[0]
+    if baseline not in labels:
+        raise SystemExit(f"--baseline={baseline!r} is not one of the groups: {', '.join(labels)}")
+    runs = min(row["seeds"] for rows in complete.values() for row in rows.values())  # same count on every task
+
+    def scores(part: str) -> dict[str, np.ndarray]:
+        return {label: np.array([rows[label]["per_seed"][part][:runs] for rows in complete.values()]).T
+                for label in labels}
+
+    finals = aggregate_scores(scores("final"), baseline=baseline, seed=seed)
+    try:
+        normalized = aggregate_scores(normalize_by_baseline(scores("auc"), baseline), seed=seed)
+    except ValueError:  # a baseline AUC <= 0 cannot normalize
+        normalized = {}
+    return {"tasks": sorted(complete), "runs_per_task": runs, "baseline": baseline,
+            "groups": {label: {"probability_of_improvement": finals[label].get("probability_of_improvement"),
+                               "iqm_final": finals[label]["iqm"],
+                               "iqm_normalized_auc": normalized.get(label, {}).get("iqm")} for label in labels}}
 
 
 def plot_curves(path: Path, grid: np.ndarray, curves: dict, groups: dict, keys: Sequence[str],
-                rng: np.random.Generator) -> None:
+                rng: np.random.Generator, title: str | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -227,7 +297,7 @@ def plot_curves(path: Path, grid: np.ndarray, curves: dict, groups: dict, keys: 
         axis.fill_between(grid, band[:, 0], band[:, 1], color=line.get_color(), alpha=0.2, linewidth=0)
     axis.set_xlabel("env steps")
     axis.set_ylabel("episodic return (smoothed)")
-    axis.set_title("Return vs env steps: mean over seeds, 95% bootstrap CI")
+    axis.set_title((f"{title}: " if title else "") + "return vs env steps, mean over seeds, 95% bootstrap CI")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     figure.tight_layout()
@@ -244,8 +314,39 @@ def _interval(value: float, interval: tuple[float, float], integer: bool = False
 
 def write_table(path: Path, rows: list[dict], keys: Sequence[str], threshold: float, horizon: float,
                 skipped: list[tuple[Path, str]]) -> None:
-    lines = [f"# Comparison by {', '.join(keys)}", "",
-             f"Curves read up to {horizon:,.0f} env steps (the shortest run). Brackets: 95% bootstrap CI over seeds.",
+    lines = [f"# Comparison by {', '.join(keys)}", ""] + table_lines(rows, threshold, horizon)
+    lines += skipped_lines(skipped)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_task_tables(path: Path, sections: dict[str, dict[str, Any]], aggregate: dict[str, Any],
+                      keys: Sequence[str], task_key: str, skipped: list[tuple[Path, str]]) -> None:
+    from emdqn.aggregates import format_interval
+
+    lines = [f"# Comparison by {', '.join(keys)} over {task_key}", ""]
+    if aggregate:
+        lines += [f"Across {len(aggregate['tasks'])} tasks ({', '.join(aggregate['tasks'])}), "
+                  f"{aggregate['runs_per_task']} runs each; baseline `{aggregate['baseline']}`; "
+                  "95% stratified-bootstrap intervals (rliable).", "",
+                  "| group | P(group > baseline), final return | IQM final return | IQM baseline-normalized AUC |",
+                  "|---|---|---|---|"]
+        for label, values in aggregate["groups"].items():
+            cells = [format_interval(values[name]) if values[name] else "—"
+                     for name in ("probability_of_improvement", "iqm_final", "iqm_normalized_auc")]
+            lines.append(f"| {label} | {' | '.join(cells)} |")
+        lines.append("")
+    for task, section in sections.items():
+        lines += [f"## {task}", ""] + table_lines(section["rows"], section["threshold"], section["horizon"]) + [""]
+    lines += skipped_lines(skipped)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def skipped_lines(skipped: list[tuple[Path, str]]) -> list[str]:
+    return ["", "Skipped:", ""] + [f"- `{folder}`: {reason}" for folder, reason in skipped] if skipped else []
+
+
+def table_lines(rows: list[dict], threshold: float, horizon: float) -> list[str]:
+    lines = [f"Curves read up to {horizon:,.0f} env steps (the shortest run). Brackets: 95% bootstrap CI over seeds.",
              "", f"| group | seeds | final return | AUC (mean return) | steps to {threshold:.2f} | final from |",
              "|---|---|---|---|---|---|"]
     for row in rows:
@@ -255,16 +356,19 @@ def write_table(path: Path, rows: list[dict], keys: Sequence[str], threshold: fl
             reach = f"not reached by {row['seeds'] - reached} of {row['seeds']}"
         lines.append(f"| {row['group']} | {row['seeds']} | {_interval(*row['final'])} | {_interval(*row['auc'])} "
                      f"| {reach} | {row['final_source']} |")
-    if skipped:
-        lines += ["", "Skipped:", ""] + [f"- `{folder}`: {reason}" for folder, reason in skipped]
-    path.write_text("\n".join(lines) + "\n")
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m emdqn.compare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", type=Path, help="multirun folders or run folders")
-    parser.add_argument("--by", action="append", help="config key to group by (repeatable)")
+    parser.add_argument("--by", action="append",
+                        help="config key(s) to group by, comma-separated or repeated (default: the keys that differ)")
+    parser.add_argument("--tasks", help="config key that names the task (env.game, env.id): per-task tables and "
+                                        "aggregates across tasks")
+    parser.add_argument("--baseline", help="with --tasks: the group the others are compared to (its label as the "
+                                           "table prints it; default: the first group)")
     parser.add_argument("--out", type=Path, help="output folder (default: the single path given, else .)")
     parser.add_argument("--window", type=int, default=10, help="games in the smoothing window")
     parser.add_argument("--threshold", type=float, help="return for 'steps to threshold'")
@@ -272,10 +376,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.window < 1:
         parser.error(f"--window={args.window} is not allowed: an integer >= 1")
     out_dir = args.out or (args.paths[0] if len(args.paths) == 1 and args.paths[0].is_dir() else Path("."))
-    result = compare(args.paths, out_dir, by=args.by, window=args.window, threshold=args.threshold)
+    by = [key.strip() for value in args.by for key in value.split(",") if key.strip()] if args.by else None
+    result = compare(args.paths, out_dir, by=by, window=args.window, threshold=args.threshold, tasks=args.tasks,
+                     baseline=args.baseline)
     print((out_dir / "comparison.md").read_text())
-    print(f"wrote {out_dir / 'comparison.png'} and {out_dir / 'comparison.md'} "
-          f"({sum(r['seeds'] for r in result['rows'])} runs in {len(result['rows'])} groups)")
+    sections = result["tasks"].values() if args.tasks else [result["rows"]]
+    runs = sum(row["seeds"] for rows in sections for row in rows)
+    print(f"wrote {out_dir / 'comparison.md'} and its curves ({runs} runs"
+          + (f" on {len(result['tasks'])} tasks)" if args.tasks else ")"))
 
 
 if __name__ == "__main__":

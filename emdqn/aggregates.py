@@ -1,0 +1,87 @@
+"""Statistics across seeds and tasks: bootstrap intervals and rliable's aggregates.
+
+    scores = {"dqn": array(runs, tasks), "emdqn": array(runs, tasks)}
+    aggregate_scores(scores, baseline="dqn")
+    # {"emdqn": {"iqm": (value, low, high), "probability_of_improvement": (value, low, high)}, "dqn": {...}}
+
+Intervals are 95 % percentile intervals of a stratified bootstrap (runs resampled within
+each task), as in Agarwal et al. (2021), computed with their ``rliable`` package (the
+``analysis`` extra: ``pip install -e ".[analysis]"``). The probability of improvement of X
+over Y is P(X > Y) for a random run of each on the same task (Mann-Whitney U / runs²),
+averaged over tasks; above 0.5 with its interval above 0.5 is a reliable improvement.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Mapping
+
+import numpy as np
+
+Interval = tuple[float, float, float]  # (estimate, low, high)
+
+
+def bootstrap_mean_interval(values: np.ndarray, reps: int = 2000, seed: int = 0) -> Interval:
+    """The mean over the first axis (seeds) with a 95 % bootstrap interval, per remaining entry
+    when ``values`` is 2-D (then each of the three is an array)."""
+    values = np.asarray(values, dtype=np.float64)
+    mean = values.mean(axis=0)
+    if len(values) < 2:
+        return mean, mean, mean
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(values), size=(reps, len(values)))
+    means = values[draws].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5], axis=0)
+    return mean, low, high
+
+
+def _rliable():
+    try:
+        from rliable import library, metrics
+    except ImportError as error:  # pragma: no cover - the analysis extra is part of dev
+        raise ImportError("aggregates across tasks need rliable: pip install -e \".[analysis]\"") from error
+    return library, metrics
+
+
+def aggregate_scores(scores: Mapping[str, np.ndarray], baseline: str | None = None, reps: int = 2000,
+                     seed: int = 0) -> dict[str, dict[str, Interval]]:
+    """IQM of each arm's (runs, tasks) scores, and its probability of improvement over ``baseline``."""
+    library, metrics = _rliable()
+    scores = {name: np.asarray(value, dtype=np.float64) for name, value in scores.items()}
+    tasks = {value.shape[1] for value in scores.values()}
+    if len(tasks) != 1:
+        raise ValueError(f"every arm needs scores on the same tasks; got task counts {sorted(tasks)}")
+    result: dict[str, dict[str, Interval]] = {name: {} for name in scores}
+    def interval_estimates(score_dict: dict, func) -> dict[str, Interval]:
+        with warnings.catch_warnings():
+            # arch (rliable's bootstrap) deprecates the RandomState that keeps results reproducible.
+            warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
+            estimates, intervals = library.get_interval_estimates(score_dict, func, reps=reps,
+                                                                  random_state=np.random.RandomState(seed))
+        return {name: (float(np.ravel(estimates[name])[0]), *(float(v) for v in np.ravel(intervals[name])[:2]))
+                for name in score_dict}
+
+    iqm = lambda matrix: np.array([metrics.aggregate_iqm(matrix)])  # noqa: E731
+    for name, interval in interval_estimates(scores, iqm).items():
+        result[name]["iqm"] = interval
+    if baseline is not None:
+        if baseline not in scores:
+            raise ValueError(f"baseline {baseline!r} is not one of the arms {sorted(scores)}")
+        pairs = {name: (scores[name], scores[baseline]) for name in scores if name != baseline}
+        if pairs:
+            for name, interval in interval_estimates(pairs, metrics.probability_of_improvement).items():
+                result[name]["probability_of_improvement"] = interval
+    return result
+
+
+def normalize_by_baseline(scores: Mapping[str, np.ndarray], baseline: str) -> dict[str, np.ndarray]:
+    """Each task's scores divided by the baseline's mean score on that task."""
+    reference = np.asarray(scores[baseline], dtype=np.float64).mean(axis=0)
+    if (reference <= 0).any():
+        raise ValueError(f"the baseline {baseline!r} has a mean score <= 0 on some task: cannot normalize by it")
+    return {name: np.asarray(value, dtype=np.float64) / reference for name, value in scores.items()}
+
+
+def format_interval(interval: Interval, digits: int = 2) -> str:
+    value, low, high = interval
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"

@@ -1,0 +1,54 @@
+"""compare --tasks: per-task tables and rliable aggregates, on synthetic run folders with known answers."""
+
+import csv
+
+import pytest
+from omegaconf import OmegaConf
+
+from emdqn.compare import compare, main as compare_main
+
+
+def write_run(folder, game, lam, seed, level):
+    """A run folder as train.py writes it: config.yaml and metrics.csv with 20 finished games."""
+    folder.mkdir(parents=True)
+    OmegaConf.save({"seed": seed, "env": {"game": game, "id": f"MinAtar/{game}-v0"}, "memory": {"lambda": lam}},
+                   folder / "config.yaml")
+    with (folder / "metrics.csv").open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["step", "charts/episodic_return"])
+        for game_index in range(20):
+            writer.writerow([(game_index + 1) * 100, level + 0.01 * game_index])
+
+
+@pytest.fixture
+def suite(tmp_path):
+    # lambda 0.1 beats lambda 0 on every run of both games; lambda 1 ties lambda 0 exactly.
+    for game, base in (("breakout", 10.0), ("freeway", 20.0)):
+        for seed in range(4):
+            write_run(tmp_path / f"{game}_l0_s{seed}", game, 0.0, seed, base + seed)
+            write_run(tmp_path / f"{game}_l01_s{seed}", game, 0.1, seed, base + 100 + seed)
+            write_run(tmp_path / f"{game}_l1_s{seed}", game, 1.0, seed, base + seed)
+    return tmp_path
+
+
+def test_aggregates_across_tasks_have_the_known_answer(suite, tmp_path):
+    result = compare([suite], tmp_path / "out", tasks="env.game", baseline="lambda=0.0")
+    assert result["keys"] == ["memory.lambda"]  # env.id follows the task: not a condition
+    aggregate = result["aggregate"]
+    assert aggregate["tasks"] == ["breakout", "freeway"] and aggregate["runs_per_task"] == 4
+    assert aggregate["groups"]["lambda=0.1"]["probability_of_improvement"] == (1.0, 1.0, 1.0)
+    assert aggregate["groups"]["lambda=1.0"]["probability_of_improvement"][0] == pytest.approx(0.5)
+    # AUC normalized by the baseline's mean AUC per task: identical runs give exactly 1.
+    assert aggregate["groups"]["lambda=1.0"]["iqm_normalized_auc"][0] == pytest.approx(1.0)
+    assert aggregate["groups"]["lambda=0.1"]["iqm_normalized_auc"][0] > 4
+    for game in ("breakout", "freeway"):
+        assert (tmp_path / "out" / f"comparison_{game}.png").stat().st_size > 0
+    table = (tmp_path / "out" / "comparison.md").read_text()
+    assert "## breakout" in table and "P(group > baseline)" in table
+
+
+def test_cli_takes_comma_separated_keys_and_rejects_an_unknown_baseline(suite, tmp_path, capsys):
+    compare_main([str(suite), "--by", "memory.lambda", "--tasks", "env.game", "--out", str(tmp_path / "cli")])
+    assert "on 2 tasks" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="--baseline"):
+        compare([suite], tmp_path / "bad", tasks="env.game", baseline="lambda=7")
