@@ -175,6 +175,9 @@ def validate(cfg: DictConfig) -> None:
             _fail("env.kwargs", unsupported, f"with env.num_envs > 1 (ale-py's vector env) only "
                   f"{', '.join(ALE_VECTOR_KWARGS)}; use env.num_envs=1 for the others")
     if env.kind == "atari":
+        if env.get("frame", "resize") not in ("original", "resize"):
+            _fail("env.frame", env.frame, "original (the original code's cropped 84x84 frame) or resize (84x84 "
+                  "resize of the whole screen)")
         for key in ("frame_skip", "frame_stack", "screen_size"):
             _positive_int(cfg, f"env.{key}")
         _positive_int(cfg, "env.noop_max", 0)

@@ -159,6 +159,28 @@ class WarpFrame(gym.ObservationWrapper):
         return cv2.resize(frame, (self.size, self.size), interpolation=cv2.INTER_AREA)
 
 
+class OriginalFrame(gym.ObservationWrapper):
+    """The original code's ``ProcessFrame84``: gray = 0.299 R + 0.587 G + 0.114 B in float,
+    resized to 84 wide x 110 high (area interpolation), rows 18-101 kept (the score bar and,
+    in Pong, the walls are cut away), truncated to uint8.
+
+    Without the crop every point scored changes the frame, and with it every later memory key.
+    """
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.observation_space = spaces.Box(0, 255, (84, 84), dtype=np.uint8)
+
+    def observation(self, frame):
+        gray = frame[:, :, 0] * np.float32(0.299) + frame[:, :, 1] * np.float32(0.587) \
+            + frame[:, :, 2] * np.float32(0.114)
+        resized = cv2.resize(gray, (84, 110), interpolation=cv2.INTER_AREA)
+        return resized[18:102, :].astype(np.uint8)
+
+
+FRAME_PROCESSING = {"original": OriginalFrame, "resize": WarpFrame}
+
+
 class ClipRewardEnv(gym.RewardWrapper):
     """Train on the sign of the reward; the reported score stays unclipped."""
 
@@ -254,6 +276,8 @@ def _make_atari(env_cfg: Any, kwargs: dict, render_mode: str | None) -> gym.Env:
         # Frame skipping is ours (with max-pool); a second one inside ALE would square it.
         kwargs["frameskip"] = 1
     max_frames = env_cfg.get("max_episode_frames")
+    if max_frames:  # ALE caps episodes itself (108,000 frames for *NoFrameskip-v4): the cap must reach it
+        kwargs.setdefault("max_num_frames_per_episode", int(max_frames))
     env = gym.make(env_cfg.id, render_mode=render_mode, max_episode_steps=max_frames, **kwargs)
     if env_cfg.noop_max > 0:
         env = NoopResetEnv(env, noop_max=env_cfg.noop_max)
@@ -263,7 +287,8 @@ def _make_atari(env_cfg: Any, kwargs: dict, render_mode: str | None) -> gym.Env:
         env = EpisodicLifeEnv(env)
     if env_cfg.fire_reset and "FIRE" in env.unwrapped.get_action_meanings():
         env = FireResetEnv(env)
-    env = WarpFrame(env, size=env_cfg.screen_size)
+    frame = env_cfg.get("frame", "resize")
+    env = OriginalFrame(env) if frame == "original" else WarpFrame(env, size=env_cfg.screen_size)
     if env_cfg.clip_rewards:
         env = ClipRewardEnv(env)
     env = gym.wrappers.FrameStackObservation(env, env_cfg.frame_stack, padding_type="reset")

@@ -24,6 +24,7 @@ other work.
 
 from __future__ import annotations
 
+import logging
 import pickle
 from dataclasses import dataclass
 from typing import Any
@@ -130,6 +131,10 @@ class AleVectorEnvs:
         if unsupported:
             raise ValueError(f"env.kwargs {unsupported} are not supported with env.num_envs > 1 (ale-py's vector "
                              f"env takes {', '.join(ALE_VECTOR_KWARGS)}); use env.num_envs=1")
+        if env_cfg.get("frame", "resize") == "original":
+            logging.getLogger("emdqn").warning(
+                "env.num_envs > 1 plays in ale-py's vector env, whose frames are its own 84x84 resize with the "
+                "score bar kept: env.frame=original applies to env.num_envs=1 only (docs/fidelity.md)")
         max_frames = spec_kwargs.get("max_num_frames_per_episode", 108_000)
         if env_cfg.get("max_episode_frames"):
             max_frames = min(max_frames, int(env_cfg.max_episode_frames))

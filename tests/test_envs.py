@@ -99,3 +99,55 @@ def test_generic_atari_config_runs_any_game():
     assert env.observation_space.shape == (4, 84, 84)
     assert OmegaConf.to_container(cfg, resolve=True)["name"] == "SeaquestNoFrameskip-v4"
     env.close()
+
+
+class StillScreen(gym.Env):
+    """An ALE-shaped RGB screen that never changes (for the frame processing alone)."""
+
+    def __init__(self, screen):
+        self.screen = screen
+        self.observation_space = gym.spaces.Box(0, 255, screen.shape, dtype=np.uint8)
+        self.action_space = gym.spaces.Discrete(2)
+
+    def reset(self, seed=None, options=None):
+        return self.screen, {}
+
+    def step(self, action):
+        return self.screen, 0.0, False, False, {}
+
+
+def test_original_frame_is_the_original_formula_and_crops_the_score_bar():
+    from emdqn.envs import OriginalFrame
+
+    screen = np.zeros((210, 160, 3), dtype=np.uint8)
+    screen[:, :] = (100, 50, 200)  # gray 0.299*100 + 0.587*50 + 0.114*200 = 82.05 -> 82 (truncated)
+    frame = OriginalFrame(StillScreen(screen)).observation(screen)
+    assert frame.shape == (84, 84) and frame.dtype == np.uint8 and (frame == 82).all()
+    scored = screen.copy()
+    scored[:30] = 255  # the score bar: rows above 18/110 of the screen are cut away
+    assert (OriginalFrame(StillScreen(scored)).observation(scored) == frame).all()
+    moved = screen.copy()
+    moved[100:104, 40:44] = 255  # the play field stays
+    assert (OriginalFrame(StillScreen(moved)).observation(moved) != frame).any()
+
+
+def test_pong_frames_default_to_the_original_crop_and_resize_is_an_option():
+    original = make_env(env_cfg("pong"), seed=0)
+    resized = make_env(env_cfg("pong", frame="resize"), seed=0)
+    a, _ = original.reset(seed=0)
+    b, _ = resized.reset(seed=0)
+    assert a.shape == b.shape == (4, 84, 84) and not (a == b).all()
+    original.close()
+    resized.close()
+
+
+def test_the_episode_frame_cap_reaches_ale():
+    env = make_env(env_cfg("pong", max_episode_frames=400, noop_max=0, fire_reset=False), seed=0)
+    assert env.unwrapped.ale.getInt("max_num_frames_per_episode") == 400
+    env.reset(seed=0)
+    for step in range(1, 200):
+        _, _, terminated, truncated, _ = env.step(0)
+        if terminated or truncated:
+            break
+    assert truncated and not terminated and step == 100  # 400 frames / frame skip 4
+    env.close()
