@@ -1,7 +1,7 @@
 """The episodic memory of EMDQN: best Monte-Carlo returns per (state key, action).
 
 Keys are Gaussian random projections of raw observations. Values are the best discounted
-return ever seen after taking the action from that state. The contract (DESIGN.md)::
+return ever seen after taking the action from that state. The public API::
 
     mem = EpisodicMemory(num_actions, obs_shape, key_dim=4, capacity=5_000_000,
                          match="exact", k=1, seed=123456)

@@ -1,7 +1,10 @@
 """The LightningModule: online and target Q-networks and the EMDQN loss.
 
     loss = alpha * l(Q(s,a) - S) + beta * mask * l(Q(s,a) - H(s,a))
-    S    = r + gamma * (1 - terminated) * max_a' Q_target(s', a')     (double Q optional)
+    S    = R + gamma^k * (1 - terminated) * max_a' Q_target(s', a')   (double Q optional)
+
+with R the discounted sum of the k <= ``agent.n_step`` rewards before s' (k = 1: the
+original one-step target).
 
 ``l`` is the Huber loss (delta 1) of the original. The memory term of a miss is zero; by
 default both terms are averaged over the whole batch as the original does, so the memory

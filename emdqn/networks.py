@@ -48,9 +48,8 @@ class OneDNNLinear(nn.Linear):
     """``nn.Linear`` whose fp32 CPU products (forward and both gradients) run on oneDNN.
 
     PyTorch sends fp32 CPU matrix products to MKL, which on AMD CPUs takes a path without
-    AVX-512: on this project's AMD EPYC a 2048^2 product runs at 204 GFLOP/s through MKL and
-    420 through oneDNN (the library PyTorch's convolutions already use), and the first dense
-    layer's three products at batch 32 run 2.0-3.6x faster (``benchmarks/linear_backends.py``).
+    AVX-512; oneDNN (the library PyTorch's convolutions already use) does not
+    (``benchmarks/linear_backends.py`` measures both; docs/performance.md has the figures).
     Same parameters and state-dict keys; the sums are still fp32, in another order (outputs
     agree with ``F.linear`` within fp32 rounding, tested). Elsewhere (GPU, autocast, other
     dtypes, N-d inputs, inside ``torch.compile``, whose CPU backend lowers this op only
