@@ -8,10 +8,18 @@ progress and the episodic memory. The replay buffer is written beside it as its 
 names it; older replay files are removed only after the new checkpoint is in place. Each
 file is written to a temporary name and renamed, so a kill while saving leaves the
 previous checkpoint loadable.
+
+``last.ckpt`` holds pickled objects, so loading it runs code: a checkpoint is trusted like
+code. ``last.json`` beside it records that emdqn wrote it, with its SHA-256; resume refuses
+a ``last.ckpt`` that does not match it before unpickling anything. The online network's
+weights are also written alone to ``weights_<env step>.pt`` (tensors only, loadable with
+``torch.load(weights_only=True)``): evaluation reads only that file.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -21,6 +29,8 @@ import torch
 
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_FILE = "last.ckpt"
+METADATA_FILE = "last.json"
+WEIGHTS_PATTERN = "weights_*.pt"
 FORMAT_VERSION = 2  # 2: replay and env state per sub-environment (env.num_envs)
 
 
@@ -32,13 +42,42 @@ def checkpoint_path(run_dir: str | os.PathLike) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / CHECKPOINT_FILE
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
+def _atomic_write(path: Path, write: Any) -> None:
     temporary = path.with_name(path.name + ".tmp")
     with temporary.open("wb") as file:
-        torch.save(obj, file)
+        write(file)
         file.flush()
         os.fsync(file.fileno())
     os.replace(temporary, path)
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    _atomic_write(path, lambda file: torch.save(obj, file))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_path(run_dir: str | os.PathLike, env_steps: int) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR / f"weights_{env_steps}.pt"
+
+
+def latest_weights(run_dir: str | os.PathLike) -> tuple[Path, int] | None:
+    """The newest weights-only file of a run and its env step, or None."""
+    found = []
+    for path in (Path(run_dir) / CHECKPOINT_DIR).glob(WEIGHTS_PATTERN):
+        step = path.stem.split("_", 1)[1]
+        if step.isdigit():
+            found.append((int(step), path))
+    if not found:
+        return None
+    step, path = max(found)
+    return path, step
 
 
 def save_checkpoint(run_dir: str | os.PathLike, module: Any, datamodule: Any, save_replay: bool = True) -> Path:
@@ -76,10 +115,16 @@ def save_checkpoint(run_dir: str | os.PathLike, module: Any, datamodule: Any, sa
         "replay_meta": replay_meta,
         "torch_rng": torch.get_rng_state(),
     }
+    weights = weights_path(run_dir, datamodule.env_steps)
+    _atomic_torch_save({name: tensor.detach().cpu() for name, tensor in module.q_network.state_dict().items()},
+                       weights)
     path = directory / CHECKPOINT_FILE
     _atomic_torch_save(state, path)
-    for old in directory.glob("replay_*.npz"):
-        if old.name != replay_file:
+    metadata = {"written_by": "emdqn", "format": FORMAT_VERSION, "env_steps": datamodule.env_steps,
+                "sha256": file_sha256(path), "weights": weights.name}
+    _atomic_write(directory / METADATA_FILE, lambda file: file.write(json.dumps(metadata, indent=1).encode()))
+    for old in [*directory.glob("replay_*.npz"), *directory.glob(WEIGHTS_PATTERN)]:
+        if old.name not in (replay_file, weights.name):
             old.unlink()
     return path
 
@@ -89,6 +134,18 @@ def load_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
     path = checkpoint_path(run_dir)
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}: this run folder cannot be resumed")
+    metadata_path = path.with_name(METADATA_FILE)
+    try:
+        metadata = json.loads(metadata_path.read_text())
+    except (OSError, ValueError):
+        metadata = None
+    # Unpickling runs code: only a file emdqn wrote (its hash recorded beside it) is opened.
+    if not isinstance(metadata, dict) or metadata.get("written_by") != "emdqn":
+        raise CheckpointError(f"checkpoint {path} has no {METADATA_FILE} written by emdqn beside it: refusing to "
+                              "unpickle it (a checkpoint runs code when loaded; resume only emdqn's own checkpoints)")
+    if metadata.get("sha256") != file_sha256(path):
+        raise CheckpointError(f"checkpoint {path} is not the file emdqn wrote ({METADATA_FILE} records another "
+                              "SHA-256; a corrupted or replaced file): refusing to unpickle it")
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 import logging
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 import gymnasium as gym
@@ -230,11 +230,14 @@ def check_env_id(env_id: str) -> None:
     )
 
 
-def make_env(env_cfg: Any, seed: int | None = None, render_mode: str | None = None) -> gym.Env:
+def make_env(env_cfg: Any, seed: int | None = None, render_mode: str | None = None,
+             raw_wrapper: Callable[[gym.Env], gym.Env] | None = None) -> gym.Env:
     """Build one environment from the ``env`` config group.
 
     Atari envs observe ``(frame_stack, 84, 84)`` uint8 stacks; flat envs observe a 1-D
     float32 vector. Every env reports real full-game statistics in ``info["episode"]``.
+    ``raw_wrapper`` wraps the env as ``gym.make`` returns it, below all preprocessing (a
+    video recorder sees the unprocessed screen).
     """
     kind = env_cfg.kind
     if kind not in ENV_KINDS:
@@ -242,11 +245,13 @@ def make_env(env_cfg: Any, seed: int | None = None, render_mode: str | None = No
     check_env_id(env_cfg.id)
     kwargs = dict(env_cfg.get("kwargs") or {})
     if kind == "atari":
-        env = _make_atari(env_cfg, kwargs, render_mode)
+        env = _make_atari(env_cfg, kwargs, render_mode, raw_wrapper)
     elif kind == "minatar":
-        env = _make_minatar(env_cfg, kwargs, render_mode)
+        env = _make_minatar(env_cfg, kwargs, render_mode, raw_wrapper)
     else:
         env = gym.make(env_cfg.id, render_mode=render_mode, **kwargs)
+        if raw_wrapper is not None:
+            env = raw_wrapper(env)
         if isinstance(env.observation_space, spaces.Discrete):
             env = OneHotObservation(env)
         env = gym.wrappers.RecordEpisodeStatistics(env)
@@ -258,7 +263,8 @@ def make_env(env_cfg: Any, seed: int | None = None, render_mode: str | None = No
     return env
 
 
-def _make_minatar(env_cfg: Any, kwargs: dict, render_mode: str | None) -> gym.Env:
+def _make_minatar(env_cfg: Any, kwargs: dict, render_mode: str | None,
+                  raw_wrapper: Callable[[gym.Env], gym.Env] | None) -> gym.Env:
     """MinAtar with its own defaults (sticky actions 0.1, difficulty ramping) and a step cap.
 
     No frame stack: MinAtar frames carry trail channels that show motion.
@@ -267,11 +273,14 @@ def _make_minatar(env_cfg: Any, kwargs: dict, render_mode: str | None) -> gym.En
         warnings.filterwarnings("ignore", message=".*is out of date.*")
         env = gym.make(env_cfg.id, render_mode=render_mode, max_episode_steps=env_cfg.get("max_episode_steps"),
                        **kwargs)
+    if raw_wrapper is not None:
+        env = raw_wrapper(env)
     env = ChannelsFirstUint8(env)
     return gym.wrappers.RecordEpisodeStatistics(env)
 
 
-def _make_atari(env_cfg: Any, kwargs: dict, render_mode: str | None) -> gym.Env:
+def _make_atari(env_cfg: Any, kwargs: dict, render_mode: str | None,
+                raw_wrapper: Callable[[gym.Env], gym.Env] | None) -> gym.Env:
     if "NoFrameskip" not in env_cfg.id and kwargs.get("frameskip", None) != 1:
         # Frame skipping is ours (with max-pool); a second one inside ALE would square it.
         kwargs["frameskip"] = 1
@@ -279,6 +288,8 @@ def _make_atari(env_cfg: Any, kwargs: dict, render_mode: str | None) -> gym.Env:
     if max_frames:  # ALE caps episodes itself (108,000 frames for *NoFrameskip-v4): the cap must reach it
         kwargs.setdefault("max_num_frames_per_episode", int(max_frames))
     env = gym.make(env_cfg.id, render_mode=render_mode, max_episode_steps=max_frames, **kwargs)
+    if raw_wrapper is not None:
+        env = raw_wrapper(env)
     if env_cfg.noop_max > 0:
         env = NoopResetEnv(env, noop_max=env_cfg.noop_max)
     env = MaxAndSkipEnv(env, skip=env_cfg.frame_skip)

@@ -18,7 +18,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from emdqn.checkpoint import checkpoint_path, load_checkpoint, restore, save_checkpoint
 from emdqn.config import ConfigError, resolve_memory_weights, validate
 from emdqn.data import EMDQNDataModule
-from emdqn.evaluation import evaluate
+from emdqn.evaluate import evaluate
 from emdqn.loggers import METRICS_FILE, MetricsCSVLogger, build_wandb_logger, finish_wandb, run_name
 from emdqn.metrics import log_metrics
 from emdqn.module import EMDQNModule
@@ -186,7 +186,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequenc
         # The episodes in progress stay in the checkpoint, unwritten: a run resumed with a
         # larger budget finishes them and writes them whole.
         save_checkpoint(run_path, module, datamodule, cfg.checkpoint.save_replay)
-        result = final_evaluation(cfg, module, datamodule, loggers)
+        result = final_evaluation(cfg, run_path, module, datamodule, loggers)
     finally:
         for logger in loggers:
             logger.finalize("success")
@@ -195,11 +195,13 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequenc
     return result
 
 
-def final_evaluation(cfg: DictConfig, module: EMDQNModule, datamodule: EMDQNDataModule, loggers: list[Any]) -> float:
+def final_evaluation(cfg: DictConfig, run_dir: Path, module: EMDQNModule, datamodule: EMDQNDataModule,
+                     loggers: list[Any]) -> float:
     """Greedy evaluation after training; falls back to the recent training return."""
     if cfg.eval.episodes > 0:
         start = time.perf_counter()
-        returns = evaluate(module.q_network, cfg.env, cfg.eval.episodes, cfg.eval.epsilon, seed=cfg.seed + 10_000)
+        returns = evaluate(module.q_network, cfg.env, cfg.eval.episodes, cfg.eval.epsilon, seed=cfg.seed + 10_000,
+                           **video_options(cfg, run_dir, datamodule.env_steps))
         mean = float(np.mean(returns))
         log_metrics(loggers, {"eval/episodic_return": mean, "eval/episodic_return_std": float(np.std(returns))},
                     datamodule.env_steps)
@@ -208,6 +210,13 @@ def final_evaluation(cfg: DictConfig, module: EMDQNModule, datamodule: EMDQNData
         return mean
     recent = datamodule.recent_return()
     return recent if recent is not None else math.nan
+
+
+def video_options(cfg: DictConfig, run_dir: Path, step: int) -> dict[str, Any]:
+    """With ``eval.video=true``: record the evaluation's first game into ``<run>/videos/``."""
+    if not cfg.eval.get("video", False):
+        return {}
+    return {"video_folder": run_dir / "videos", "video_prefix": f"train_step{step}"}
 
 
 class PeriodicWork(pl.Callback):
@@ -234,7 +243,7 @@ class PeriodicWork(pl.Callback):
             log.info("Checkpoint at env step %s: %s", f"{step:,}", path)
         if every_eval and step // every_eval > self.last_step // every_eval:
             returns = evaluate(module.q_network, self.cfg.env, self.cfg.eval.episodes, self.cfg.eval.epsilon,
-                               seed=self.cfg.seed + 10_000 + step)
+                               seed=self.cfg.seed + 10_000 + step, **video_options(self.cfg, self.run_dir, step))
             mean = float(np.mean(returns))
             log_metrics(trainer.loggers, {"eval/episodic_return": mean}, step)
             target = self.cfg.eval.get("stop_at_return")

@@ -1,7 +1,10 @@
 """Interruptions: SIGTERM + resume equals an uninterrupted run; checkpoints survive kills."""
 
 import csv
+import hashlib
+import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -127,6 +130,10 @@ def test_a_kill_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, m
 def test_a_corrupted_checkpoint_names_the_file(tmp_path):
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match=r"checkpoints/last.ckpt has no last.json written by emdqn"):
+        load_checkpoint(tmp_path)
+    metadata = {"written_by": "emdqn", "sha256": hashlib.sha256(b"garbage").hexdigest()}
+    (tmp_path / "checkpoints" / "last.json").write_text(json.dumps(metadata))
     with pytest.raises(CheckpointError, match=r"checkpoints/last.ckpt is corrupted"):
         load_checkpoint(tmp_path)
     with pytest.raises(CheckpointError, match="no checkpoint at"):
@@ -143,3 +150,25 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path
     assert "the loss became" in result.stderr and "the last checkpoint is kept" in result.stderr
     state = load_checkpoint(run_dir)
     assert state["env_steps"] <= 300
+
+
+class Payload:
+    """Unpickling this runs ``touch <marker>``: what a shared, malicious checkpoint could do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_resume_refuses_a_replaced_checkpoint_before_unpickling_it(tmp_path):
+    run_dir = tmp_path / "run"
+    run_train(["env=cartpole", "model=mlp", "agent.total_steps=300", "agent.learning_starts=100", "logger=csv",
+               "eval.episodes=0", f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    marker = tmp_path / "payload_ran"
+    with (run_dir / "checkpoints" / "last.ckpt").open("wb") as file:
+        pickle.dump(Payload(marker), file)
+    with pytest.raises(CheckpointError, match="refusing to unpickle"):
+        load_checkpoint(run_dir)
+    assert not marker.exists()
