@@ -3,23 +3,29 @@
     python train.py env=pong memory.lambda=0.1
     python train.py -m memory.lambda=0,0.01,0.1,1 seed=0,1,2
     python train.py +sweeps=lambda_local        # the same grid, 2 jobs in parallel
+    python train.py resume=<run folder>         # continue a stopped run, in its own folder
 """
+
+import sys
 
 import hydra
 from omegaconf import DictConfig
 
+from emdqn.cli import continue_in_run_folder, report_user_errors
 from emdqn.config import register_resolvers
 from emdqn.sweeps_path import register_sweeps
 
 register_sweeps()  # `+sweeps=<file>` picks a ready-made sweep from sweeps/
 register_resolvers()
+continue_in_run_folder(sys.argv)  # resume=<run>: Hydra logs into that run's folder, no new one
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    from emdqn.train import train
+    with report_user_errors():
+        from emdqn.train import train
 
-    return train(cfg)
+        return train(cfg)
 
 
 if __name__ == "__main__":

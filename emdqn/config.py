@@ -77,6 +77,8 @@ def register_resolvers() -> None:
         return minatar_id(game, action_set)
 
     OmegaConf.register_new_resolver("emdqn_minatar_id", minatar_env_id, replace=True)
+    # Run folder names from env ids such as ALE/Tetris-v5: one folder, not a nested one.
+    OmegaConf.register_new_resolver("emdqn_safe_name", lambda text: str(text).replace("/", "_"), replace=True)
 
 
 def default_learning_starts(total_steps: Any, batch_size: Any) -> Any:
@@ -204,6 +206,24 @@ def validate(cfg: DictConfig) -> None:
         _fail("trainer.precision", cfg.trainer.precision,
               "32-true (fp32, the default) or bf16-mixed (bf16 autocast of the gradient step, fp32 weights and "
               "Q-values: faster where the CPU or GPU has bf16 units, not bit-identical to fp32)")
+
+
+def budget_warnings(cfg: DictConfig) -> list[str]:
+    """Settings that cannot work at this budget (an Atari schedule on a short flat-env run)."""
+    agent, total = cfg.agent, int(cfg.agent.total_steps)
+    messages = []
+    schedule = OmegaConf.to_container(agent.exploration.schedule)
+    last_step, last_epsilon = schedule[-1]
+    if last_step > total:
+        messages.append(f"agent.exploration.schedule reaches epsilon {last_epsilon} only at env step {last_step:,}, "
+                        f"after the budget agent.total_steps={total:,}")
+    if int(agent.target_update) >= total - int(agent.learning_starts):
+        messages.append(f"agent.target_update={agent.target_update:,} env steps: the target network is never synced "
+                        f"between learning starts ({agent.learning_starts:,}) and the end of the budget ({total:,})")
+    if messages and cfg.env.kind != "atari":
+        messages.append(f"env={cfg.env.name} runs with the Atari agent settings; the presets experiment=cartpole, "
+                        "experiment=frozenlake and experiment=minatar set values that fit")
+    return messages
 
 
 def _validate_schedule(schedule: Any) -> None:

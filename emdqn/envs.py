@@ -224,9 +224,7 @@ def check_env_id(env_id: str) -> None:
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise ValueError(
         f"env.id={env_id!r} is not a registered gymnasium environment.{hint} "
-        "List the valid ids with: python -c \"import gymnasium, ale_py; "
-        "gymnasium.register_envs(ale_py); print('\\n'.join(gymnasium.registry))\" "
-        "(Atari games look like PongNoFrameskip-v4)."
+        "List the valid ids with: python -m emdqn.envs (Atari games look like PongNoFrameskip-v4)."
     )
 
 
@@ -312,3 +310,25 @@ def real_episode_stats(info: dict) -> tuple[float, int] | None:
     if episode is None:
         return None
     return float(np.asarray(episode["r"]).reshape(-1)[0]), int(np.asarray(episode["l"]).reshape(-1)[0])
+
+
+def available_envs() -> dict[str, list[str]]:
+    """The environment ids this machine can build, by family."""
+    families: dict[str, list[str]] = {"Atari (env=atari env.id=...)": [], "MinAtar (env=minatar env.game=...)": [],
+                                      "classic control and toy text (model=mlp)": []}
+    for env_id, spec in sorted(gym.registry.items()):
+        entry = str(spec.entry_point)
+        if "ale_py" in entry and env_id.endswith("NoFrameskip-v4"):
+            families["Atari (env=atari env.id=...)"].append(env_id)
+        elif env_id.startswith("MinAtar/"):
+            families["MinAtar (env=minatar env.game=...)"].append(env_id)
+        elif "classic_control" in entry or "toy_text" in entry:
+            families["classic control and toy text (model=mlp)"].append(env_id)
+    return families
+
+
+if __name__ == "__main__":
+    for family, ids in available_envs().items():
+        print(f"{family}: {len(ids)}")
+        print("    " + ", ".join(ids))
+    print(f"MinAtar games: {', '.join(MINATAR_GAMES)}; ALE/<Game>-v5 ids work too (with our frame skip)")

@@ -138,6 +138,8 @@ def build_wandb_logger(cfg: Any, run_dir: Path, group: str | None) -> Logger | N
             id=run_id, group=wandb_cfg.group or group, tags=list(wandb_cfg.tags), mode=mode,
             config=OmegaConf.to_container(cfg, resolve=True), job_type="train", reinit="finish_previous",
         )
+        # Lightning hands wandb.init anonymous=None, which wandb warns about on every run.
+        logger._wandb_init.pop("anonymous", None)
         logger.experiment.define_metric("*", step_metric="global_step")
     except Exception as error:  # W&B must never stop training: the CSV still has everything
         warnings.warn(f"Weights & Biases could not start ({type(error).__name__}: {error}); "

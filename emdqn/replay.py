@@ -186,19 +186,20 @@ class ReplayBuffer:
         return int(sum(a.nbytes for a in arrays))
 
     def state_dict(self) -> dict[str, Any]:
+        """The filled slots only (a checkpoint early in a run is small)."""
         return {
-            "arrays": {name: getattr(self, name) for name in self._array_names},
+            "arrays": {name: getattr(self, name)[:self.filled] for name in self._array_names},
             "cursor": self.cursor, "filled": self.filled, "current": self.current,
             "num_transitions": self.num_transitions, "rng": self.rng.bit_generator.state,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name in self._array_names:
-            array = state["arrays"][name]
-            if array.shape != getattr(self, name).shape:
+            array, own = state["arrays"][name], getattr(self, name)
+            if array.shape[1:] != own.shape[1:] or len(array) > len(own):
                 raise ValueError(f"replay state has {name} of shape {array.shape}, "
-                                 f"this buffer needs {getattr(self, name).shape} (capacity or env changed)")
-            getattr(self, name)[...] = array
+                                 f"this buffer holds {own.shape} (capacity or env changed)")
+            own[:len(array)] = array
         self.cursor, self.filled = int(state["cursor"]), int(state["filled"])
         self.current, self.num_transitions = int(state["current"]), int(state["num_transitions"])
         self.rng.bit_generator.state = state["rng"]

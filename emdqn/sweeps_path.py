@@ -14,14 +14,17 @@ from hydra.plugins.search_path_plugin import SearchPathPlugin
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SWEEPS_DIR = REPO_ROOT / "sweeps"
+# A folder whose only entry is a link to sweeps/: Hydra lists every folder under a search
+# path root as a config group, so the repository root itself would add outputs/, .git/, ...
+SEARCH_ROOT = Path(__file__).resolve().parent / "hydra_search_root"
 
 
 class SweepsSearchPathPlugin(SearchPathPlugin):
-    """Adds the repository root, where ``sweeps/`` is the config group ``sweeps``."""
+    """Adds ``sweeps/`` (and nothing else) as the config group ``sweeps``."""
 
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
-        if SWEEPS_DIR.is_dir():
-            search_path.append(provider="emdqn-sweeps", path=f"file://{REPO_ROOT}")
+        if (SEARCH_ROOT / "sweeps").is_dir():
+            search_path.append(provider="emdqn-sweeps", path=f"file://{SEARCH_ROOT}")
 
 
 def register_sweeps() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -16,7 +17,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from emdqn.checkpoint import checkpoint_path, load_checkpoint, restore, save_checkpoint
-from emdqn.config import ConfigError, resolve_memory_weights, validate
+from emdqn.cli import quiet_third_party_output
+from emdqn.config import ConfigError, budget_warnings, resolve_memory_weights, validate
 from emdqn.data import EMDQNDataModule
 from emdqn.evaluate import evaluate
 from emdqn.loggers import METRICS_FILE, MetricsCSVLogger, build_wandb_logger, finish_wandb, run_name
@@ -86,6 +88,33 @@ def prepare_run_dir(run_dir: Path, resuming: bool) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
+def format_bytes(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1000:
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} TB"
+
+
+def check_storage(cfg: DictConfig, datamodule: EMDQNDataModule, run_dir: Path) -> None:
+    """Say what the buffer, the memory and the checkpoints will take; refuse a disk that
+    cannot hold one checkpoint's replay file."""
+    replay_bytes = datamodule.replay.nbytes()
+    parts = [f"replay buffer {format_bytes(replay_bytes)} of RAM when full"]
+    if datamodule.memory is not None:
+        entries = min(int(cfg.memory.capacity) * datamodule.num_actions, int(cfg.agent.total_steps))
+        parts.append(f"episodic memory up to {format_bytes(entries * 64)}")
+    if cfg.checkpoint.save_replay:
+        parts.append(f"each checkpoint up to {format_bytes(replay_bytes)} on disk (the filled part of the buffer)")
+        existing = next(folder for folder in (run_dir, *run_dir.absolute().parents) if folder.exists())
+        free = shutil.disk_usage(existing).free
+        if free < replay_bytes:
+            raise ConfigError(f"checkpoint.save_replay=true needs up to {format_bytes(replay_bytes)} of disk per "
+                              f"checkpoint and {existing} has {format_bytes(free)} free: free some space, lower "
+                              "buffer.capacity, or set checkpoint.save_replay=false")
+    log.info("Storage: %s", "; ".join(parts))
+
+
 class _GracefulStop:
     """First SIGINT/SIGTERM: finish the env step, checkpoint, exit. A second SIGINT aborts."""
 
@@ -134,19 +163,23 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequenc
     else:
         run_path = Path(run_dir or hydra_dir or "outputs/run")
     validate(cfg)
+    quiet_third_party_output()
     _, beta, lam = resolve_memory_weights(cfg.memory)
     with open_dict(cfg):
         cfg.memory["lambda"], cfg.memory.beta = lam, beta
+    for message in budget_warnings(cfg):
+        log.warning("%s", message)
     if resume_dir:
         state = load_checkpoint(run_path)
-    prepare_run_dir(run_path, resuming=state is not None)
-    OmegaConf.save(cfg, run_path / CONFIG_FILE, resolve=True)
 
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = EMDQNDataModule(cfg)
     module = EMDQNModule(cfg, datamodule.obs_shape, datamodule.num_actions)
+    check_storage(cfg, datamodule, run_path)
+    prepare_run_dir(run_path, resuming=state is not None)
+    OmegaConf.save(cfg, run_path / CONFIG_FILE, resolve=True)
     if state is not None:
         restore(state, module, datamodule)
         log.info("Resumed %s at env step %s", run_path, f"{datamodule.env_steps:,}")

@@ -1,0 +1,78 @@
+"""What a new user meets first: one-line errors, no stray folders, quiet runs, small checkpoints."""
+
+import re
+import time
+
+import numpy as np
+import pytest
+
+from emdqn.config import budget_warnings
+from tests.conftest import compose_config, run_train
+
+ONE_LINE = {"HYDRA_FULL_ERROR": "0"}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("memory.lambda=abc", "memory.lambda='abc' is not allowed"),
+    ("agent.total_steps=-5", "agent.total_steps=-5 is not allowed"),
+    ("resume=no/such/run", "resume='no/such/run' is not a run folder"),
+])
+def test_a_rejected_input_answers_with_one_line_and_leaves_no_folder(tmp_path, override, message):
+    start = time.perf_counter()
+    result = run_train([override, "env=cartpole", "model=mlp"], cwd=tmp_path, check=False, extra_env=ONE_LINE)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == f"error: {result.stderr.strip().splitlines()[-1][7:]}"
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("*.log"))
+    assert not (tmp_path / "no").exists()
+    assert time.perf_counter() - start < 30  # the machine's start-up, not a training run
+
+
+def test_help_lists_only_real_config_groups(tmp_path):
+    (tmp_path / "outputs" / "2026-01-01" / "run" / ".hydra").mkdir(parents=True)
+    (tmp_path / "multirun" / "x").mkdir(parents=True)
+    result = run_train(["--help"], cwd=tmp_path)
+    groups = result.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    names = {line.split(":")[0] for line in groups.splitlines() if re.match(r"^[\w/]+: ", line)}
+    assert names == {"agent", "buffer", "env", "experiment", "logger", "memory", "model", "sweeps", "trainer"}
+
+
+def test_resume_continues_in_the_runs_own_folder_and_log(tmp_path):
+    run_dir = tmp_path / "outputs" / "run"
+    common = ["env=cartpole", "model=mlp", "agent.learning_starts=100", "eval.episodes=0", "logger=csv"]
+    run_train([*common, "agent.total_steps=300", f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    overrides_before = (run_dir / ".hydra" / "overrides.yaml").read_text()
+    run_train([f"resume={run_dir}", "agent.total_steps=600", "allow_config_change=true"], cwd=tmp_path)
+    assert sorted(p.name for p in (tmp_path / "outputs").iterdir()) == ["run"]
+    log = (run_dir / "train.log").read_text()
+    assert "Resumed" in log and log.index("Run cartpole") < log.index("Resumed")
+    assert (run_dir / ".hydra" / "overrides.yaml").read_text() == overrides_before
+
+
+def test_a_run_prints_no_third_party_noise(tmp_path):
+    result = run_train(["env=cartpole", "model=mlp", "agent.total_steps=300", "agent.learning_starts=100",
+                        "eval.episodes=0", "logger=csv", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    output = result.stdout + result.stderr
+    for noise in ("Tip:", "dataloader_iter", "LeafSpec", "max_epochs=1", "GPU available"):
+        assert noise not in output
+
+
+def test_a_flat_env_with_atari_agent_settings_warns():
+    messages = budget_warnings(compose_config(["env=cartpole", "model=mlp", "agent.total_steps=10000"]))
+    text = " ".join(messages)
+    assert "reaches epsilon 0.01 only at env step 2,000,000, after the budget agent.total_steps=10,000" in text
+    assert "agent.target_update=40,000 env steps: the target network is never synced" in text
+    assert "experiment=cartpole" in text
+    assert budget_warnings(compose_config(["experiment=cartpole"])) == []
+    assert budget_warnings(compose_config(["experiment=minatar"])) == []
+
+
+def test_an_early_pong_checkpoint_writes_only_the_filled_replay(tmp_path):
+    run_dir = tmp_path / "run"
+    run_train(["env=pong", "buffer.capacity=100000", "memory.capacity=1000", "agent.total_steps=2000",
+               "agent.learning_starts=1000", "eval.episodes=0", "logger=csv", f"hydra.run.dir={run_dir}"],
+              cwd=tmp_path)
+    replay_files = list((run_dir / "checkpoints").glob("replay_*.npz"))
+    assert len(replay_files) == 1 and replay_files[0].stat().st_size < 20_000_000
+    with np.load(replay_files[0]) as arrays:
+        assert len(arrays["env0_frames"]) <= 2000 + 100  # filled slots only: transitions + episode starts
