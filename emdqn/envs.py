@@ -1,15 +1,16 @@
-"""Environment construction: Atari with the original DeepMind preprocessing, plus flat games.
+"""Environment construction: Atari with the original code's preprocessing, MinAtar, flat games.
 
-Atari wrappers are applied in the order of the original code (OpenAI baselines'
-``make_atari`` + ``wrap_deepmind``), innermost first::
+Atari wrappers are applied in the order of the original code (its ``wrap_dqn``), innermost
+(nearest the emulator) first::
 
-    TimeLimit(400k frames) -> no-op starts -> skip 4 with max-pool
-      -> [real-game statistics] -> episodic life -> fire reset
-      -> grayscale 84x84 -> sign-clipped reward -> 4-frame stack
+    frame cap (400k frames, also ALE's own) -> [real-game statistics] -> episodic life
+      -> 1-30 no-op frames -> skip 4 with max-pool -> fire reset
+      -> the original's cropped 84x84 frame -> sign-clipped reward -> 4-frame stack
 
-The *reported* return (``info["episode"]``) is recorded below the episodic-life and
-reward-clipping wrappers, so it is the real, unclipped score of a full game, and the
-episode length is counted in agent steps (one agent step = ``frame_skip`` frames).
+Episodic life being innermost, a lost life is followed by the random no-ops and FIRE, as
+in the original. The *reported* return (``info["episode"]``) is counted below every other
+wrapper, so it is the real, unclipped score of a full game; its length is in agent steps
+(frames / ``frame_skip``, rounded up).
 """
 
 from __future__ import annotations
@@ -77,25 +78,55 @@ class NoopResetEnv(gym.Wrapper):
 
 
 class MaxAndSkipEnv(gym.Wrapper):
-    """Repeat the action ``skip`` frames; observe the max over the last two (Atari flicker)."""
+    """Repeat the action ``skip`` frames; observe the max over the last two frames seen
+    (Atari flicker), also when a step ends early, as the original's deque of two frames."""
 
     def __init__(self, env: gym.Env, skip: int = 4):
         super().__init__(env)
         self._skip = skip
         self._obs_buffer = np.zeros((2, *env.observation_space.shape), dtype=np.uint8)
+        self._frames_seen = 0
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self._obs_buffer[:] = obs
+        return obs, info
 
     def step(self, action):
         total_reward = 0.0
         terminated = truncated = False
         info: dict[str, Any] = {}
-        for i in range(self._skip):
+        for _ in range(self._skip):
             obs, reward, terminated, truncated, info = self.env.step(action)
-            if i >= self._skip - 2:
-                self._obs_buffer[i - (self._skip - 2)] = obs
+            self._obs_buffer[self._frames_seen % 2] = obs
+            self._frames_seen += 1
             total_reward += float(reward)
             if terminated or truncated:
                 break
         return self._obs_buffer.max(axis=0), total_reward, terminated, truncated, info
+
+
+class GameStatistics(gym.Wrapper):
+    """The real score and length of each full game, counted on every emulator frame below
+    the life, no-op and reward wrappers: ``info["episode"] = {"r": score, "l": agent steps}``
+    on the step that ends a game (game over or the frame cap)."""
+
+    def __init__(self, env: gym.Env, frames_per_step: int):
+        super().__init__(env)
+        self.frames_per_step = frames_per_step
+        self.game_return, self.frames = 0.0, 0
+
+    def reset(self, **kwargs):
+        self.game_return, self.frames = 0.0, 0
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.game_return += float(reward)
+        self.frames += 1
+        if terminated or truncated:
+            info = {**info, "episode": {"r": self.game_return, "l": -(-self.frames // self.frames_per_step)}}
+        return obs, reward, terminated, truncated, info
 
 
 class EpisodicLifeEnv(gym.Wrapper):
@@ -288,12 +319,14 @@ def _make_atari(env_cfg: Any, kwargs: dict, render_mode: str | None,
     env = gym.make(env_cfg.id, render_mode=render_mode, max_episode_steps=max_frames, **kwargs)
     if raw_wrapper is not None:
         env = raw_wrapper(env)
+    env = GameStatistics(env, frames_per_step=env_cfg.frame_skip)
+    # The original's order: episodic life innermost, so the random no-ops (and FIRE) are
+    # played again after every lost life, not only after a game over.
+    if env_cfg.episodic_life:
+        env = EpisodicLifeEnv(env)
     if env_cfg.noop_max > 0:
         env = NoopResetEnv(env, noop_max=env_cfg.noop_max)
     env = MaxAndSkipEnv(env, skip=env_cfg.frame_skip)
-    env = gym.wrappers.RecordEpisodeStatistics(env)
-    if env_cfg.episodic_life:
-        env = EpisodicLifeEnv(env)
     if env_cfg.fire_reset and "FIRE" in env.unwrapped.get_action_meanings():
         env = FireResetEnv(env)
     frame = env_cfg.get("frame", "resize")

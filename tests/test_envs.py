@@ -151,3 +151,61 @@ def test_the_episode_frame_cap_reaches_ale():
             break
     assert truncated and not terminated and step == 100  # 400 frames / frame skip 4
     env.close()
+
+
+class ActionLog(gym.Wrapper):
+    """Records every action the emulator receives, one per frame."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.actions = []
+        self.lives = []
+
+    def step(self, action):
+        self.actions.append(int(action))
+        result = self.env.step(action)
+        self.lives.append(self.env.unwrapped.ale.lives())
+        return result
+
+
+def test_a_lost_life_is_followed_by_random_noops_and_fire_as_in_the_original():
+    recorder = {}
+
+    def record(env):
+        recorder["log"] = ActionLog(env)
+        return recorder["log"]
+
+    env = make_env(env_cfg("breakout"), seed=1, raw_wrapper=record)
+    log = recorder["log"]
+    env.reset(seed=1)
+    noop_runs = []
+    while len(noop_runs) < 4:
+        _, _, terminated, truncated, _ = env.step(3)  # LEFT, never FIRE or NOOP: the noops are the wrappers'
+        if terminated or truncated:
+            start = len(log.actions)
+            env.reset()
+            after = log.actions[start:]
+            noops = next(index for index, action in enumerate(after) if action != 0)
+            assert after[noops:noops + 4] == [1, 1, 1, 1]  # then FIRE for one agent step (4 frames)
+            noop_runs.append(noops)
+    # One no-op frame to continue from the lost life, then 1-30 random no-op frames.
+    assert all(2 <= count <= 31 for count in noop_runs) and len(set(noop_runs)) > 1
+    env.close()
+
+
+def test_game_statistics_report_the_real_score_of_a_full_game_across_lives():
+    env = make_env(env_cfg("breakout"), seed=0)
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    lives_lost, clipped = 0, 0.0
+    while True:
+        _, reward, terminated, truncated, info = env.step(int(rng.integers(4)))
+        clipped += reward
+        if "episode" in info:
+            break
+        if terminated:
+            lives_lost += 1
+            env.reset()
+    assert lives_lost == 4  # Breakout's five lives: four training episodes end before the game
+    assert info["episode"]["r"] >= clipped and info["episode"]["l"] > 0
+    env.close()

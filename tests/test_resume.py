@@ -172,3 +172,20 @@ def test_resume_refuses_a_replaced_checkpoint_before_unpickling_it(tmp_path):
     with pytest.raises(CheckpointError, match="refusing to unpickle"):
         load_checkpoint(run_dir)
     assert not marker.exists()
+
+
+def test_a_run_extended_by_resume_ends_with_the_memory_of_one_uninterrupted_run(tmp_path):
+    """The end of a run keeps the episode in progress in the checkpoint, unwritten: a resume
+    with a larger budget writes it whole, as the uninterrupted run does."""
+    common = ["env=cartpole", "model=mlp", "agent.learning_starts=100", "eval.episodes=0", "logger=csv",
+              "memory.capacity=5000", "buffer.capacity=5000"]
+    run_train([*common, "agent.total_steps=700", f"hydra.run.dir={tmp_path / 'extended'}"], cwd=tmp_path)
+    run_train([f"resume={tmp_path / 'extended'}", "agent.total_steps=1400", "allow_config_change=true"], cwd=tmp_path)
+    run_train([*common, "agent.total_steps=1400", f"hydra.run.dir={tmp_path / 'straight'}"], cwd=tmp_path)
+    extended = load_checkpoint(tmp_path / "extended")
+    straight = load_checkpoint(tmp_path / "straight")
+    assert extended["env_steps"] == straight["env_steps"] == 1400
+    for key in ("keys", "actions", "values", "last_used", "visits"):
+        np.testing.assert_array_equal(extended["memory"][key], straight["memory"][key])
+    assert extended["memory"]["clock"] == straight["memory"]["clock"]
+    assert extended["data"]["episode_keys"][0], "an episode was in progress at the end of both runs"
