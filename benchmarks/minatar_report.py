@@ -180,6 +180,11 @@ def plot_curves(results: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
+def docs_of(out: Path) -> Path:
+    """docs/results.md of the repository that holds the results folder ``<repo>/benchmarks/results/minatar``."""
+    return out.resolve().parents[2] / "docs" / "results.md"
+
+
 def update_docs(table: str, docs: Path = DOCS_RESULTS) -> bool:
     """Put ``table`` between the markers of docs/results.md; False when the file has none."""
     if not docs.exists():
@@ -194,7 +199,7 @@ def update_docs(table: str, docs: Path = DOCS_RESULTS) -> bool:
     return True
 
 
-def build_report(out: Path = DEFAULT_OUT, docs: Path = DOCS_RESULTS) -> dict:
+def build_report(out: Path = DEFAULT_OUT, docs: Path | None = None) -> dict:
     results = load_results(out)
     if not results:
         print(f"no results in {out / 'runs'} yet")
@@ -204,6 +209,7 @@ def build_report(out: Path = DEFAULT_OUT, docs: Path = DOCS_RESULTS) -> dict:
     (out / "table.md").write_text(table)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     plot_curves(results, out / "curves.png")
+    docs = docs or docs_of(out)
     updated = update_docs(table, docs)
     print(table)
     print(f"wrote {out / 'table.md'}, {out / 'summary.json'}, {out / 'curves.png'}"

@@ -16,10 +16,11 @@ at a time with one torch thread each: the DQN and EMDQN arms of one (game, seed,
 run side by side, so both see the same machine load. Each finished run's result (its
 downsampled learning curve, final figures and mean memory metrics) is written to
 ``<out>/runs/<game>__<arm>__s<seed>.json``; a run whose result exists is never redone, so
-the suite resumes where it stopped. ``--commit`` also commits each result as it is
-written (for long suites on machines whose uncommitted files do not survive). The report
-(``<out>/table.md``, ``<out>/curves.png``, ``<out>/summary.json``) is built from the result
-files alone (see ``benchmarks/minatar_report.py``).
+the suite resumes where it stopped. After each launch the report
+(``<out>/table.md``, ``<out>/curves.png``, ``<out>/summary.json`` and the table in
+docs/results.md) is rebuilt from the result files alone (``benchmarks/minatar_report.py``);
+``--commit`` also commits the new results with it (for long suites on machines whose
+uncommitted files do not survive).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 from _records import REPO_ROOT, config_hash, metadata_block, write_record
+from minatar_report import build_report, docs_of
 from omegaconf import OmegaConf
 
 GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
@@ -181,11 +183,14 @@ def main() -> None:
                 print(f"    {result['arm']}: final return {result['final_return']:.2f}, eval "
                       f"{result['eval_return']}, {wall / 60:.1f} min", flush=True)
             done += len(memories)
+            if written:
+                # The table, picture and docs always match the committed records.
+                build_report(args.out)
             if args.commit and written:
-                commit_files(written, f"MinAtar suite results: {game} seed {seed} n_step {n_step} "
-                                      f"({', '.join(p.stem.split('__')[1] for p in written)}), {args.steps:,} env steps")
-    from minatar_report import build_report
-
+                report = [args.out / name for name in ("table.md", "summary.json", "curves.png")]
+                commit_files(written + report + [docs_of(args.out)],
+                             f"MinAtar suite results: {game} seed {seed} n_step {n_step} "
+                             f"({', '.join(p.stem.split('__')[1] for p in written)}), {args.steps:,} env steps")
     build_report(args.out)
 
 

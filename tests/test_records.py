@@ -1,0 +1,62 @@
+"""Every figure the documents quote equals its result record under benchmarks/results/."""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def quoted_block(document: str, name: str) -> str:
+    text = (ROOT / "docs" / document).read_text()
+    match = re.search(rf"<!-- record:{name} -->\n(.*?)<!-- end record -->", text, re.S)
+    assert match, f"docs/{document} has no block for record {name}"
+    return match.group(1)
+
+
+def percent(value: float) -> str:
+    return f"{100 * value:.1f} %"
+
+
+def test_pong_repeat_figures_equal_their_record():
+    record = json.loads((RESULTS / "memory_repeats_pong.json").read_text())
+    block = quoted_block("fidelity.md", "memory_repeats_pong")
+    for frame, label in (("original", "`original` (cropped)"), ("resize", "`resize` (score bar kept)")):
+        shares = record["results"][frame]
+        assert (f"| {label} | {percent(shares['state_repeats'])} | {percent(shares['state_action_repeats'])} |"
+                in block), f"docs/fidelity.md quotes another figure than the {frame} record"
+
+
+def test_minatar_repeat_figures_equal_their_records():
+    block = quoted_block("results.md", "memory_repeats_minatar")
+    rows = [line for line in block.splitlines() if line.startswith("| ") and "%" in line]
+    assert len(rows) == 5
+    for row in rows:
+        game = row.split("|")[1].strip()
+        shares = json.loads((RESULTS / f"memory_repeats_minatar_{game}.json").read_text())["results"]["minatar"]
+        assert row == f"| {game} | {percent(shares['state_repeats'])} | {percent(shares['state_action_repeats'])} |"
+
+
+def test_the_minatar_table_in_the_docs_is_the_report_of_the_run_records():
+    runs = sorted((RESULTS / "minatar" / "runs").glob("*.json"))
+    if not runs:
+        pytest.skip("no MinAtar suite result yet")
+    from minatar_report import MARKERS, markdown_table
+
+    summary = json.loads((RESULTS / "minatar" / "summary.json").read_text())
+    records = [json.loads(path.read_text()) for path in runs]
+    for record in records:  # the summary was built from exactly these records
+        row = summary["games"][record["game"]][record["arm"]]
+        index = row["seeds"].index(record["seed"])
+        assert row["per_seed"]["final_return"][index] == record["final_return"]
+        assert row["per_seed"]["eval_return"][index] == record["eval_return"]
+    assert sum(len(row["seeds"]) for game in summary["games"].values() for row in game.values()) == len(records)
+    table = markdown_table(summary)
+    assert (RESULTS / "minatar" / "table.md").read_text() == table
+    docs = (ROOT / "docs" / "results.md").read_text()
+    assert f"{MARKERS[0]}\n{table}{MARKERS[1]}" in docs, "docs/results.md holds an older MinAtar table"
