@@ -12,7 +12,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from emdqn.module import build_optimizer, clip_grad_norm_per_tensor, emdqn_loss
+from emdqn.update import Batch, build_optimizer, compute_gradients, emdqn_loss
 from emdqn.networks import build_q_network
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -31,19 +31,18 @@ def quiet_logs() -> None:
 
 
 def fixed_batch(obs_shape: Sequence[int] = (4, 84, 84), num_actions: int = 6, batch_size: int = 32,
-                device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+                device: torch.device | str = "cpu") -> Batch:
     """A replay batch of random uint8 observations (seeded), every row a memory hit: what
     the training step consumes, for timing the update without the loop around it."""
     generator = torch.Generator().manual_seed(0)
-    batch = {
-        "obs": torch.randint(0, 256, (batch_size, *obs_shape), dtype=torch.uint8, generator=generator),
-        "next_obs": torch.randint(0, 256, (batch_size, *obs_shape), dtype=torch.uint8, generator=generator),
-        "actions": torch.randint(0, num_actions, (batch_size,), generator=generator),
-        "rewards": torch.zeros(batch_size), "terminated": torch.zeros(batch_size, dtype=torch.bool),
-        "discounts": torch.full((batch_size,), 0.99),
-        "memory_values": torch.ones(batch_size), "memory_found": torch.ones(batch_size, dtype=torch.bool),
-    }
-    return {name: tensor.to(device) for name, tensor in batch.items()}
+    batch = Batch(
+        obs=torch.randint(0, 256, (batch_size, *obs_shape), dtype=torch.uint8, generator=generator),
+        actions=torch.randint(0, num_actions, (batch_size,), generator=generator),
+        rewards=torch.zeros(batch_size),
+        next_obs=torch.randint(0, 256, (batch_size, *obs_shape), dtype=torch.uint8, generator=generator),
+        terminated=torch.zeros(batch_size, dtype=torch.bool), discounts=torch.full((batch_size,), 0.99),
+        memory_values=torch.ones(batch_size), memory_found=torch.ones(batch_size, dtype=torch.bool))
+    return Batch(*(field.to(device) if isinstance(field, torch.Tensor) else field for field in batch))
 
 
 class FixedBatchUpdate:
@@ -72,11 +71,7 @@ class FixedBatchUpdate:
     def forward_backward(self) -> None:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             loss = emdqn_loss(self.train_q, self.train_target, self.batch, **self.loss_settings)["loss"]
-        for parameter in self.parameters:
-            parameter.grad = None
-        loss.backward()
-        if self.grad_clip_norm is not None:
-            clip_grad_norm_per_tensor(self.parameters, float(self.grad_clip_norm))
+        compute_gradients(loss, self.parameters, self.grad_clip_norm)
 
     def __call__(self) -> None:
         self.forward_backward()

@@ -27,8 +27,10 @@ from _common import compose_config, quiet_logs
 from pytorch_lightning.core.optimizer import LightningOptimizer
 from throughput import COMMON, prefill_memory
 
+import emdqn.collector
 import emdqn.module
-from emdqn.data import EMDQNDataModule
+import emdqn.update
+from emdqn.collector import Collector
 from emdqn.memory import EpisodicMemory
 from emdqn.module import EMDQNModule
 from emdqn.replay import MultiEnvReplay
@@ -37,19 +39,19 @@ from emdqn.vector import AleVectorEnvs, SerialEnvs
 
 # (owner, attribute, label, depth): the order and nesting of the printed table.
 PARTS: list[tuple[Any, str, str, int]] = [
-    (EMDQNDataModule, "finish_step", "receive and store the env step", 1),
+    (Collector, "finish_step", "receive and store the env step", 1),
     (AleVectorEnvs, "recv", "env recv", 2),
     (SerialEnvs, "recv", "env recv (serial envs step here)", 2),
     (MultiEnvReplay, "add", "replay add", 2),
-    (EMDQNDataModule, "sample_batch", "sample the batch", 1),
+    (Collector, "sample_batch", "sample the batch", 1),
     (MultiEnvReplay, "sample", "replay sample", 2),
     (EpisodicMemory, "lookup", "memory lookup", 2),
     (emdqn.module, "emdqn_loss", "loss forward (online + target)", 1),
     (EMDQNModule, "manual_backward", "backward", 1),
-    (emdqn.module, "clip_grad_norm_per_tensor", "gradient clipping", 1),
+    (emdqn.update, "clip_grad_norm_per_tensor", "gradient clipping", 1),
     (LightningOptimizer, "step", "optimizer step (Adam)", 1),
-    (EMDQNDataModule, "start_step", "act and send the next env step", 1),
-    (EMDQNDataModule, "greedy_actions", "acting forward pass", 2),
+    (Collector, "start_step", "act and send the next env step", 1),
+    (emdqn.collector, "greedy_actions", "acting forward pass", 2),
     (AleVectorEnvs, "send", "env send", 2),
     (SerialEnvs, "send", "env send", 2),
     (EpisodicMemory, "project", "memory keys", 2),
@@ -96,7 +98,7 @@ def install_acting_positions(active: list[bool]) -> dict[int, list[float]]:
         finally:
             position[0] = 0
 
-    EMDQNDataModule.greedy_actions = timed(EMDQNDataModule.greedy_actions, add)
+    emdqn.collector.greedy_actions = timed(emdqn.collector.greedy_actions, add)
     LightningOptimizer.step = counted_step
     return by_position
 
@@ -123,7 +125,7 @@ def main() -> None:
 
     # Lightning reads this hook's parameter names (``dataloader_iter``): no generic wrapper.
     def counting_step(module: EMDQNModule, dataloader_iter: Any) -> None:
-        if not active[0] and module.trainer.datamodule.env_steps >= learning_starts + warmup:
+        if not active[0] and module.trainer.datamodule.collector.env_steps >= learning_starts + warmup:
             active[0], started[0] = True, time.perf_counter()
         start = time.perf_counter()
         try:

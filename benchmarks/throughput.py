@@ -80,8 +80,8 @@ def learner_bound_sps(overrides: list[str], updates: int, windows: int) -> float
 
 
 def prefill_memory(entries: int):
-    def before_fit(module, datamodule) -> None:
-        memory = datamodule.memory
+    def before_fit(module, collector) -> None:
+        memory = collector.memory
         if memory is None or entries == 0:
             return
         rng = np.random.default_rng(0)

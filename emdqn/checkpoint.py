@@ -31,7 +31,7 @@ CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_FILE = "last.ckpt"
 METADATA_FILE = "last.json"
 WEIGHTS_PATTERN = "weights_*.pt"
-FORMAT_VERSION = 2  # 2: replay and env state per sub-environment (env.num_envs)
+FORMAT_VERSION = 3  # 3: the module's and the collector's own states
 
 
 class CheckpointError(RuntimeError):
@@ -80,47 +80,32 @@ def latest_weights(run_dir: str | os.PathLike) -> tuple[Path, int] | None:
     return path, step
 
 
-def save_checkpoint(run_dir: str | os.PathLike, module: Any, datamodule: Any, save_replay: bool = True) -> Path:
-    """Write a resumable checkpoint of the run; returns its path."""
+def save_checkpoint(run_dir: str | os.PathLike, module: Any, collector: Any, save_replay: bool = True) -> Path:
+    """Write a resumable checkpoint of the run (the module's and the collector's state); returns its path."""
     directory = Path(run_dir) / CHECKPOINT_DIR
     directory.mkdir(parents=True, exist_ok=True)
     replay_file = None
+    replay_meta = None
     if save_replay:
-        replay_file = f"replay_{datamodule.env_steps}.npz"
-        replay_state = datamodule.replay.state_dict()
-        temporary = directory / (replay_file + ".tmp")
-        with temporary.open("wb") as file:
-            np.savez(file, **replay_state["arrays"])
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, directory / replay_file)
+        replay_file = f"replay_{collector.env_steps}.npz"
+        replay_state = collector.replay.state_dict()
+        _atomic_write(directory / replay_file, lambda file: np.savez(file, **replay_state["arrays"]))
         replay_meta = {key: value for key, value in replay_state.items() if key != "arrays"}
-    else:
-        replay_meta = None
-    optimizers = module.trainer.optimizers if module._trainer is not None else []
     state = {
         "format": FORMAT_VERSION,
-        "env_steps": datamodule.env_steps,
-        "module": {
-            "q_network": module.q_network.state_dict(),
-            "target_network": module.target_network.state_dict(),
-            "optimizer": optimizers[0].state_dict() if optimizers else module.pending_optimizer_state,
-            "last_target_sync": module.last_target_sync,
-            "last_log_step": module.last_log_step,
-        },
-        "data": datamodule.state_dict(),
-        "env": datamodule.envs.state(),
-        "memory": datamodule.memory.state_dict() if datamodule.memory is not None else None,
+        "env_steps": collector.env_steps,
+        "module": module.training_state(),
+        "collector": collector.state_dict(),
         "replay_file": replay_file,
         "replay_meta": replay_meta,
         "torch_rng": torch.get_rng_state(),
     }
-    weights = weights_path(run_dir, datamodule.env_steps)
+    weights = weights_path(run_dir, collector.env_steps)
     _atomic_torch_save({name: tensor.detach().cpu() for name, tensor in module.q_network.state_dict().items()},
                        weights)
     path = directory / CHECKPOINT_FILE
     _atomic_torch_save(state, path)
-    metadata = {"written_by": "emdqn", "format": FORMAT_VERSION, "env_steps": datamodule.env_steps,
+    metadata = {"written_by": "emdqn", "format": FORMAT_VERSION, "env_steps": collector.env_steps,
                 "sha256": file_sha256(path), "weights": weights.name}
     _atomic_write(directory / METADATA_FILE, lambda file: file.write(json.dumps(metadata, indent=1).encode()))
     for old in [*directory.glob("replay_*.npz"), *directory.glob(WEIGHTS_PATTERN)]:
@@ -158,34 +143,25 @@ def load_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
-def restore(state: dict[str, Any], module: Any, datamodule: Any) -> None:
-    """Load a checkpoint into freshly built module and datamodule (the optimizer follows at fit start)."""
+def restore(state: dict[str, Any], module: Any, collector: Any) -> None:
+    """Load a checkpoint into a freshly built module and collector (the optimizer follows at fit start)."""
     path = state["path"]
     try:
-        module.q_network.load_state_dict(state["module"]["q_network"])
-        module.target_network.load_state_dict(state["module"]["target_network"])
+        module.load_training_state(state["module"])
     except RuntimeError as error:
         raise CheckpointError(f"checkpoint {path} does not fit this model: {error}") from None
-    module.pending_optimizer_state = state["module"]["optimizer"]
-    module.last_target_sync = state["module"]["last_target_sync"]
-    module.last_log_step = state["module"]["last_log_step"]
-    datamodule.load_state_dict(state["data"])
-    if datamodule.memory is not None:
-        if state["memory"] is None:
-            raise CheckpointError(f"checkpoint {path} has no episodic memory but this run uses memory=kdtree")
-        datamodule.memory.load_state_dict(state["memory"])
-    if state["replay_file"] is None:
-        datamodule.replay_not_restored()
-    else:
+    if state["replay_file"] is not None:
         replay_path = path.parent / state["replay_file"]
         try:
             with np.load(replay_path) as arrays:
-                datamodule.replay.load_state_dict({"arrays": dict(arrays), **state["replay_meta"]})
+                collector.replay.load_state_dict({"arrays": dict(arrays), **state["replay_meta"]})
         except (OSError, ValueError, KeyError) as error:
             raise CheckpointError(f"replay file {replay_path} of checkpoint {path} cannot be loaded: {error}") from None
-    # Last: closing the episodes in progress writes to the restored replay and memory.
-    if state["env"] is not None:
-        datamodule.envs.load_state(state["env"])
-    else:  # the games in progress cannot be restored (ale-py's vector env): new ones start
-        datamodule.episodes_not_restored()
+    # After the replay: games that cannot be restored close their episodes in it.
+    try:
+        collector.load_state_dict(state["collector"])
+    except ValueError as error:
+        raise CheckpointError(f"checkpoint {path}: {error}") from None
+    if state["replay_file"] is None:
+        collector.replay_not_restored()
     torch.set_rng_state(state["torch_rng"])

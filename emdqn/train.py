@@ -16,10 +16,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from emdqn.cadence import Cadence
 from emdqn.checkpoint import checkpoint_path, load_checkpoint, restore, save_checkpoint
 from emdqn.cli import quiet_third_party_output
 from emdqn.config import ConfigError, budget_warnings, resolve_memory_weights, validate
-from emdqn.data import EMDQNDataModule
+from emdqn.collector import Collector, RunControl
+from emdqn.data import EarlyEnvStep, EMDQNDataModule
 from emdqn.evaluate import evaluate
 from emdqn.loggers import METRICS_FILE, MetricsCSVLogger, build_wandb_logger, finish_wandb, run_name
 from emdqn.metrics import log_metrics
@@ -96,13 +98,13 @@ def format_bytes(count: float) -> str:
     return f"{count:.1f} TB"
 
 
-def check_storage(cfg: DictConfig, datamodule: EMDQNDataModule, run_dir: Path) -> None:
+def check_storage(cfg: DictConfig, collector: Collector, run_dir: Path) -> None:
     """Say what the buffer, the memory and the checkpoints will take; refuse a disk that
     cannot hold one checkpoint's replay file."""
-    replay_bytes = datamodule.replay.nbytes()
+    replay_bytes = collector.replay.nbytes()
     parts = [f"replay buffer {format_bytes(replay_bytes)} of RAM when full"]
-    if datamodule.memory is not None:
-        entries = min(int(cfg.memory.capacity) * datamodule.num_actions, int(cfg.agent.total_steps))
+    if collector.memory is not None:
+        entries = min(int(cfg.memory.capacity) * collector.envs.num_actions, int(cfg.agent.total_steps))
         parts.append(f"episodic memory up to {format_bytes(entries * 64)}")
     if cfg.checkpoint.save_replay:
         parts.append(f"each checkpoint up to {format_bytes(replay_bytes)} on disk (the filled part of the buffer)")
@@ -118,8 +120,8 @@ def check_storage(cfg: DictConfig, datamodule: EMDQNDataModule, run_dir: Path) -
 class _GracefulStop:
     """First SIGINT/SIGTERM: finish the env step, checkpoint, exit. A second SIGINT aborts."""
 
-    def __init__(self, datamodule: EMDQNDataModule):
-        self.datamodule = datamodule
+    def __init__(self, control: RunControl):
+        self.control = control
         self.previous: dict[int, Any] = {}
 
     def __enter__(self) -> "_GracefulStop":
@@ -131,11 +133,11 @@ class _GracefulStop:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.datamodule.stop_requested and signum == signal.SIGINT:
+        if self.control.stop_requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         log.warning("Received %s: stopping after this env step and writing a checkpoint "
                     "(press Ctrl-C again to abort without one).", signal.Signals(signum).name)
-        self.datamodule.stop_requested = True
+        self.control.stop_requested = True
 
     def __exit__(self, *exc: Any) -> None:
         for signum, handler in self.previous.items():
@@ -143,11 +145,11 @@ class _GracefulStop:
 
 
 def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequence[str] | None = None,
-          before_fit: Callable[[EMDQNModule, EMDQNDataModule], None] | None = None) -> float:
+          before_fit: Callable[[EMDQNModule, Collector], None] | None = None) -> float:
     """Train one run; returns the final greedy evaluation return (or the recent training return).
 
     ``run_dir`` defaults to Hydra's output folder; ``cfg.resume`` (a run folder) continues
-    that run instead, from its last checkpoint. ``before_fit(module, datamodule)`` runs
+    that run instead, from its last checkpoint. ``before_fit(module, collector)`` runs
     once everything is built (benchmarks use it to pre-fill the memory).
     """
     hydra_dir, hydra_overrides, sweep_dir = hydra_context()
@@ -175,73 +177,76 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequenc
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = EMDQNDataModule(cfg)
-    module = EMDQNModule(cfg, datamodule.obs_shape, datamodule.num_actions)
-    check_storage(cfg, datamodule, run_path)
+    control = RunControl()
+    collector = Collector.from_config(cfg, control)
+    module = EMDQNModule(cfg, collector.envs.observation_shape, collector.envs.num_actions)
+    collector.set_policy(module.q_network)
+    check_storage(cfg, collector, run_path)
     prepare_run_dir(run_path, resuming=state is not None)
     OmegaConf.save(cfg, run_path / CONFIG_FILE, resolve=True)
     if state is not None:
-        restore(state, module, datamodule)
-        log.info("Resumed %s at env step %s", run_path, f"{datamodule.env_steps:,}")
+        restore(state, module, collector)
+        log.info("Resumed %s at env step %s", run_path, f"{collector.env_steps:,}")
     if before_fit is not None:
-        before_fit(module, datamodule)
+        before_fit(module, collector)
 
     loggers: list[Any] = []
     if cfg.logger.csv:
-        loggers.append(MetricsCSVLogger(run_path, resume_step=datamodule.env_steps if state is not None else None))
+        loggers.append(MetricsCSVLogger(run_path, resume_step=collector.env_steps if state is not None else None))
     if cfg.logger.wandb.enabled:
         group = Path(sweep_dir).name if sweep_dir else None
         wandb_logger = build_wandb_logger(cfg, run_path, group)
         if wandb_logger is not None:
             loggers.append(wandb_logger)
+    collector.log_to(loggers)
 
     log.info("Run %s in %s: env=%s, %s, memory=%s, %s actions, %s env steps", run_name(cfg), run_path,
-             cfg.env.id, module.memory_weight_summary(), cfg.memory.name, datamodule.num_actions,
+             cfg.env.id, module.memory_weight_summary(), cfg.memory.name, collector.envs.num_actions,
              f"{cfg.agent.total_steps:,}")
     trainer = pl.Trainer(
         accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, precision=cfg.trainer.precision,
         max_epochs=1, logger=loggers or False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(run_path),
-        callbacks=[PeriodicWork(cfg, run_path)],
+        callbacks=[EarlyEnvStep(collector), PeriodicWork(cfg, run_path, collector, control)],
     )
     result = math.nan
     try:
-        with _GracefulStop(datamodule):
+        with _GracefulStop(control):
             try:
-                trainer.fit(module, datamodule=datamodule)
+                trainer.fit(module, datamodule=EMDQNDataModule(collector))
             except SIGTERMException:
-                datamodule.stop_requested = True
-        if datamodule.stop_requested:
-            path = save_checkpoint(run_path, module, datamodule, cfg.checkpoint.save_replay)
+                control.stop_requested = True
+        if control.stop_requested:
+            path = save_checkpoint(run_path, module, collector, cfg.checkpoint.save_replay)
             log.warning("Stopped at env step %s; checkpoint %s. Continue with: python train.py resume=%s",
-                        f"{datamodule.env_steps:,}", path, run_path)
+                        f"{collector.env_steps:,}", path, run_path)
             return result
         # The episodes in progress stay in the checkpoint, unwritten: a run resumed with a
         # larger budget finishes them and writes them whole.
-        save_checkpoint(run_path, module, datamodule, cfg.checkpoint.save_replay)
-        result = final_evaluation(cfg, run_path, module, datamodule, loggers)
+        save_checkpoint(run_path, module, collector, cfg.checkpoint.save_replay)
+        result = final_evaluation(cfg, run_path, module, collector, loggers)
     finally:
         for logger in loggers:
             logger.finalize("success")
         finish_wandb()
-        datamodule.envs.close()
+        collector.envs.close()
     return result
 
 
-def final_evaluation(cfg: DictConfig, run_dir: Path, module: EMDQNModule, datamodule: EMDQNDataModule,
+def final_evaluation(cfg: DictConfig, run_dir: Path, module: EMDQNModule, collector: Collector,
                      loggers: list[Any]) -> float:
     """Greedy evaluation after training; falls back to the recent training return."""
     if cfg.eval.episodes > 0:
         start = time.perf_counter()
         returns = evaluate(module.q_network, cfg.env, cfg.eval.episodes, cfg.eval.epsilon, seed=cfg.seed + 10_000,
-                           **video_options(cfg, run_dir, datamodule.env_steps))
+                           **video_options(cfg, run_dir, collector.env_steps))
         mean = float(np.mean(returns))
         log_metrics(loggers, {"eval/episodic_return": mean, "eval/episodic_return_std": float(np.std(returns))},
-                    datamodule.env_steps)
+                    collector.env_steps)
         log.info("Evaluation over %d episodes: return %.2f +- %.2f (%.1fs)", len(returns), mean, np.std(returns),
                  time.perf_counter() - start)
         return mean
-    recent = datamodule.recent_return()
+    recent = collector.recent_return()
     return recent if recent is not None else math.nan
 
 
@@ -253,28 +258,23 @@ def video_options(cfg: DictConfig, run_dir: Path, step: int) -> dict[str, Any]:
 
 
 class PeriodicWork(pl.Callback):
-    """Checkpoints and evaluations every N env steps."""
+    """Checkpoints and evaluations every N env steps (``checkpoint.every_steps``, ``eval.every_steps``)."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path):
-        self.cfg = cfg
-        self.run_dir = run_dir
-        self.last_step = 0
+    def __init__(self, cfg: DictConfig, run_dir: Path, collector: Collector, control: RunControl):
+        self.cfg, self.run_dir, self.collector, self.control = cfg, run_dir, collector, control
+        self.checkpoints = Cadence(int(cfg.checkpoint.every_steps or 0))
+        self.evaluations = Cadence(int(cfg.eval.every_steps or 0) if cfg.eval.episodes else 0)
 
     def on_train_start(self, trainer: pl.Trainer, module: EMDQNModule) -> None:
-        self.last_step = trainer.datamodule.env_steps
-        # Plain ints: this runs after every gradient step.
-        self.every_checkpoint = int(self.cfg.checkpoint.every_steps or 0)
-        self.every_eval = int(self.cfg.eval.every_steps or 0) if self.cfg.eval.episodes else 0
+        self.checkpoints.last = self.evaluations.last = self.collector.env_steps
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: EMDQNModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        datamodule = trainer.datamodule
-        step = datamodule.env_steps
-        every_checkpoint, every_eval = self.every_checkpoint, self.every_eval
-        if every_checkpoint and step // every_checkpoint > self.last_step // every_checkpoint:
-            path = save_checkpoint(self.run_dir, module, datamodule, self.cfg.checkpoint.save_replay)
+        step = self.collector.env_steps
+        if self.checkpoints.due(step):
+            path = save_checkpoint(self.run_dir, module, self.collector, self.cfg.checkpoint.save_replay)
             log.info("Checkpoint at env step %s: %s", f"{step:,}", path)
-        if every_eval and step // every_eval > self.last_step // every_eval:
+        if self.evaluations.due(step):
             returns = evaluate(module.q_network, self.cfg.env, self.cfg.eval.episodes, self.cfg.eval.epsilon,
                                seed=self.cfg.seed + 10_000 + step, **video_options(self.cfg, self.run_dir, step))
             mean = float(np.mean(returns))
@@ -283,8 +283,7 @@ class PeriodicWork(pl.Callback):
             if target is not None and mean >= target:
                 log.info("Evaluation return %.2f reached eval.stop_at_return=%s at env step %s: done",
                          mean, target, f"{step:,}")
-                datamodule.solved_at_step = step
-        self.last_step = step
+                self.control.solved_at_step = step
 
 
 __all__ = ["train", "checkpoint_path", "ConfigError"]

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from emdqn.module import clip_grad_norm_per_tensor, emdqn_loss, td_targets
+from emdqn.update import Batch, clip_grad_norm_per_tensor, emdqn_loss, td_targets
 from emdqn.networks import MLP, ONEDNN_MATMUL, NatureCNN, OneDNNLinear, tf_same_padding
 from emdqn.schedules import PiecewiseLinearSchedule
 
@@ -32,7 +32,7 @@ def tiny_batch(**overrides):
         "memory_found": torch.tensor([True, False]),
     }
     batch.update(overrides)
-    return batch
+    return Batch(**batch)
 
 
 def test_td_target_by_hand():
@@ -78,6 +78,7 @@ def test_beta_zero_gives_exactly_the_dqn_loss_and_gradients(memory_found):
              "next_obs": torch.randn(2, 3), "terminated": torch.tensor([False, True]),
              "discounts": torch.tensor([0.99, 0.99]),
              "memory_values": torch.tensor([30.0, 1.0]), "memory_found": memory_found}
+    batch = Batch(**batch)
 
     def gradients(**weights):
         net.zero_grad()
@@ -87,7 +88,7 @@ def test_beta_zero_gives_exactly_the_dqn_loss_and_gradients(memory_found):
 
     # Plain DQN written out: Huber(Q - S), nothing else.
     net.zero_grad()
-    q = net(batch["obs"]).gather(1, batch["actions"].unsqueeze(1)).squeeze(1)
+    q = net(batch.obs).gather(1, batch.actions.unsqueeze(1)).squeeze(1)
     dqn = torch.nn.functional.huber_loss(q, td_targets(target, None, batch))
     dqn.backward()
     dqn_grads = [p.grad.clone() for p in net.parameters()]

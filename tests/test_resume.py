@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from emdqn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from emdqn.data import EMDQNDataModule
+from emdqn.collector import Collector, greedy_actions
 from emdqn.module import EMDQNModule
 from tests.conftest import ROOT, compose_config, run_train
 
@@ -64,7 +64,7 @@ def test_sigterm_and_resume_equal_one_uninterrupted_run(tmp_path):
     whole_state, whole_replay = final_state(whole)
     parted_state, parted_replay = final_state(parted)
     assert whole_state["env_steps"] == parted_state["env_steps"] == 3000
-    assert len(whole_state["memory"]["keys"]) == len(parted_state["memory"]["keys"])
+    assert len(whole_state["collector"]["memory"]["keys"]) == len(parted_state["collector"]["memory"]["keys"])
     for name in whole_replay.files:
         np.testing.assert_array_equal(whole_replay[name], parted_replay[name], err_msg=name)
     # CPU, fixed seeds, same operations in the same order: bit-identical weights.
@@ -101,18 +101,19 @@ def test_resume_of_a_folder_without_run_is_a_clear_error(tmp_path):
 
 def small_parts():
     cfg = compose_config(["env=cartpole", "model=mlp", "buffer.capacity=100", "agent.learning_starts=32"])
-    datamodule = EMDQNDataModule(cfg)
-    module = EMDQNModule(cfg, datamodule.obs_shape, datamodule.num_actions)
-    return datamodule, module
+    collector = Collector.from_config(cfg)
+    module = EMDQNModule(cfg, collector.envs.observation_shape, collector.envs.num_actions)
+    collector.set_policy(module.q_network)
+    return collector, module
 
 
 def test_a_kill_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, monkeypatch):
-    datamodule, module = small_parts()
+    collector, module = small_parts()
     for _ in range(50):
-        datamodule.play_step(module.q_network)
-    save_checkpoint(tmp_path, module, datamodule)
+        collector.play_step()
+    save_checkpoint(tmp_path, module, collector)
     for _ in range(50):
-        datamodule.play_step(module.q_network)
+        collector.play_step()
 
     def killed_mid_write(obj, file, *args, **kwargs):
         file.write(b"half a checkpoint")
@@ -120,7 +121,7 @@ def test_a_kill_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, m
 
     monkeypatch.setattr(torch, "save", killed_mid_write)
     with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(tmp_path, module, datamodule)
+        save_checkpoint(tmp_path, module, collector)
     monkeypatch.undo()
     state = load_checkpoint(tmp_path)
     assert state["env_steps"] == 50
@@ -186,6 +187,6 @@ def test_a_run_extended_by_resume_ends_with_the_memory_of_one_uninterrupted_run(
     straight = load_checkpoint(tmp_path / "straight")
     assert extended["env_steps"] == straight["env_steps"] == 1400
     for key in ("keys", "actions", "values", "last_used", "visits"):
-        np.testing.assert_array_equal(extended["memory"][key], straight["memory"][key])
-    assert extended["memory"]["clock"] == straight["memory"]["clock"]
-    assert extended["data"]["episode_keys"][0], "an episode was in progress at the end of both runs"
+        np.testing.assert_array_equal(extended["collector"]["memory"][key], straight["collector"]["memory"][key])
+    assert extended["collector"]["memory"]["clock"] == straight["collector"]["memory"]["clock"]
+    assert extended["collector"]["episode_keys"][0], "an episode was in progress at the end of both runs"

@@ -6,7 +6,7 @@ import torch
 
 from emdqn.checkpoint import load_checkpoint, restore, save_checkpoint
 from emdqn.config import ConfigError, validate
-from emdqn.data import EMDQNDataModule
+from emdqn.collector import Collector, greedy_actions
 from emdqn.module import EMDQNModule
 from emdqn.vector import AleVectorEnvs, SerialEnvs, make_envs
 from tests.conftest import compose_config, optimizer_steps, run_train
@@ -75,7 +75,7 @@ def test_pong_with_four_envs_trains_end_to_end_and_counts_env_steps(tmp_path):
     with np.load(run_dir / "checkpoints" / state["replay_file"]) as replay:
         stored = sum(int(replay[f"env{index}_has_transition"].sum()) for index in range(4))
     assert stored == 400
-    assert state["memory"] is not None
+    assert state["collector"]["memory"] is not None
 
 
 @pytest.mark.parametrize("num_envs", [1, 3, 8])
@@ -92,22 +92,24 @@ def test_updates_follow_env_steps_whatever_the_number_of_envs(tmp_path, num_envs
 def test_resume_with_ale_vector_env_starts_new_games_and_keeps_counting(tmp_path):
     cfg = compose_config(["env=pong", "env.num_envs=2", "buffer.capacity=400", "memory.capacity=400",
                           "agent.learning_starts=32"])
-    datamodule = EMDQNDataModule(cfg)
-    module = EMDQNModule(cfg, datamodule.obs_shape, datamodule.num_actions)
+    collector = Collector.from_config(cfg)
+    module = EMDQNModule(cfg, collector.envs.observation_shape, collector.envs.num_actions)
+    collector.set_policy(module.q_network)
     for _ in range(30):
-        datamodule.play_step(module.q_network)
-    save_checkpoint(tmp_path, module, datamodule)
-    datamodule.envs.close()
+        collector.play_step()
+    save_checkpoint(tmp_path, module, collector)
+    collector.envs.close()
 
-    resumed = EMDQNDataModule(cfg)
-    resumed_module = EMDQNModule(cfg, resumed.obs_shape, resumed.num_actions)
+    resumed = Collector.from_config(cfg)
+    resumed_module = EMDQNModule(cfg, resumed.envs.observation_shape, resumed.envs.num_actions)
+    resumed.set_policy(resumed_module.q_network)
     restore(load_checkpoint(tmp_path), resumed_module, resumed)
     assert resumed.env_steps == 60 and resumed.envs.observations is None
     assert all(stream.current == -1 for stream in resumed.replay.streams), "the interrupted episodes are closed"
     # Cut off by the restart, the interrupted episodes are not written to the memory.
     assert len(resumed.memory) == 0 and not any(resumed.episode_keys)
     stored = resumed.replay.num_transitions
-    resumed.play_step(resumed_module.q_network)
+    resumed.play_step()
     assert resumed.env_steps == 62 and resumed.replay.num_transitions == stored + 2
     for stream, stack in zip(resumed.replay.streams, resumed.envs.observations):
         assert stream.episode_pos[stream.current] == 1  # a new episode began in each env
@@ -120,14 +122,16 @@ def test_a_step_started_early_plays_and_stores_the_same_as_a_step_in_the_loop(tm
     must not change, and a checkpoint taken meanwhile must not contain half a step."""
     cfg = compose_config(["env=pong", "env.num_envs=2", "buffer.capacity=400", "memory.capacity=400",
                           "agent.exploration.schedule=[[0,0.5]]"])
-    in_loop, early = EMDQNDataModule(cfg), EMDQNDataModule(cfg)
-    module = EMDQNModule(cfg, in_loop.obs_shape, in_loop.num_actions)
+    in_loop, early = Collector.from_config(cfg), Collector.from_config(cfg)
+    module = EMDQNModule(cfg, in_loop.envs.observation_shape, in_loop.envs.num_actions)
+    in_loop.set_policy(module.q_network)
+    early.set_policy(module.q_network)
     for _ in range(40):
-        in_loop.play_step(module.q_network)
-        early.start_next_step_early(module.q_network)
+        in_loop.play_step()
+        early.start_next_step_early()
         assert early.step_in_flight is not None
-        early.play_step(module.q_network)
-    early.start_next_step_early(module.q_network)  # in flight while the checkpoint is taken
+        early.play_step()
+    early.start_next_step_early()  # in flight while the checkpoint is taken
     data_state = early.state_dict()
     save_checkpoint(tmp_path, module, early)
     for name, array in in_loop.replay.state_dict()["arrays"].items():
@@ -136,25 +140,26 @@ def test_a_step_started_early_plays_and_stores_the_same_as_a_step_in_the_loop(tm
     assert early.episode_rewards == in_loop.episode_rewards
     assert data_state["rng"] == in_loop.rng.bit_generator.state, "the checkpoint holds the RNG before that step"
     assert load_checkpoint(tmp_path)["env_steps"] == 80
-    early.play_step(module.q_network)  # finishes the step in flight instead of starting one
+    early.play_step()  # finishes the step in flight instead of starting one
     assert early.env_steps == 82 and early.step_in_flight is None
-    for datamodule in (in_loop, early):
-        datamodule.envs.close()
+    for collector in (in_loop, early):
+        collector.envs.close()
 
 
 def test_serial_envs_never_start_a_step_early():
     cfg = compose_config(["env=cartpole", "model=mlp", "env.num_envs=2"])
-    datamodule = EMDQNDataModule(cfg)
-    module = EMDQNModule(cfg, datamodule.obs_shape, datamodule.num_actions)
-    datamodule.start_next_step_early(module.q_network)
-    assert datamodule.step_in_flight is None  # they would step in this thread: nothing to overlap
+    collector = Collector.from_config(cfg)
+    module = EMDQNModule(cfg, collector.envs.observation_shape, collector.envs.num_actions)
+    collector.set_policy(module.q_network)
+    collector.start_next_step_early()
+    assert collector.step_in_flight is None  # they would step in this thread: nothing to overlap
 
 
 def test_acting_stays_fp32_inside_the_gradient_steps_autocast():
     """trainer.precision=bf16-mixed: the env steps are played inside training_step, under autocast."""
     cfg = compose_config(["env=cartpole", "model=mlp"])
-    datamodule = EMDQNDataModule(cfg)
-    module = EMDQNModule(cfg, datamodule.obs_shape, datamodule.num_actions)
+    collector = Collector.from_config(cfg)
+    module = EMDQNModule(cfg, collector.envs.observation_shape, collector.envs.num_actions)
     autocast_seen, output_dtypes = [], []
 
     def record(layer, inputs, output) -> None:
@@ -163,10 +168,10 @@ def test_acting_stays_fp32_inside_the_gradient_steps_autocast():
 
     module.q_network.head.advantage[0].register_forward_hook(record)
     module.q_network.register_forward_hook(record)
-    datamodule.envs.reset()
+    collector.envs.reset()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        actions = datamodule.greedy_actions(module.q_network, datamodule.envs.observations)
+        actions = greedy_actions(module.q_network, collector.envs.observations)
     assert actions.shape == (1,)
     assert autocast_seen == [False, False]
     assert output_dtypes == [torch.float32, torch.float32]  # the hidden layer too, not only the output
-    datamodule.envs.close()
+    collector.envs.close()

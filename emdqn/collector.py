@@ -1,0 +1,313 @@
+"""The RL loop, free of Lightning: act, step the envs, store, write finished episodes, sample.
+
+    collector = Collector.from_config(cfg)
+    collector.set_policy(q_network)          # once; acting always uses its current weights
+    for batch in collector.batches():        # one Batch (with H and the hit mask) per train_freq env steps
+        update(batch)
+
+Each env step: epsilon-greedy actions for every env (one batched forward pass when some
+env acts greedily), the envs step, every transition goes to the replay buffer with the
+memory key of the observation it was taken from, and an episode that *terminated* is
+written to the episodic memory, walking backwards (a cut-off episode is not written: its
+returns lack the rewards after the cut). Env steps are the clock of the epsilon schedule,
+the updates, the logs and the budget.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from emdqn.cadence import Cadence, crossings
+from emdqn.memory import EpisodicMemory
+from emdqn.metrics import ProgressReporter, log_metrics
+from emdqn.replay import MultiEnvReplay
+from emdqn.schedules import PiecewiseLinearSchedule
+from emdqn.update import Batch
+from emdqn.vector import make_envs
+
+
+@dataclass
+class RunControl:
+    """Why the loop stops early: a signal (checkpoint, resume later) or a solved task."""
+
+    stop_requested: bool = False
+    solved_at_step: int | None = None
+
+
+@torch.inference_mode()
+def greedy_actions(network: torch.nn.Module, obs: np.ndarray) -> np.ndarray:
+    device = next(network.parameters()).device
+    # The loop runs inside Lightning's training step, under its autocast when
+    # trainer.precision=bf16-mixed; acting stays fp32 (and casting the weights to bf16
+    # for a batch of a few observations costs more than the pass saves).
+    with torch.autocast(device.type, enabled=False):
+        return network(torch.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
+
+
+class Collector:
+    """Plays the envs with a policy, feeds the replay buffer and the episodic memory."""
+
+    def __init__(self, envs: Any, replay: MultiEnvReplay, memory: EpisodicMemory | None, *, schedule: Any,
+                 batch_size: int, train_freq: int, learning_starts: int, total_steps: int, gamma: float,
+                 n_step: int = 1, seed: int = 0, frames_per_step: int = 1, log_every: int = 1000,
+                 hit_rate_window: int = 100, progress_every_seconds: float = 10.0,
+                 control: RunControl | None = None):
+        self.envs, self.replay, self.memory = envs, replay, memory
+        self.num_envs = envs.num_envs
+        self.epsilon = PiecewiseLinearSchedule(schedule)
+        self.batch_size, self.train_freq, self.n_step, self.gamma = batch_size, train_freq, n_step, gamma
+        self.learning_starts, self.total_steps = learning_starts, total_steps
+        self.frames_per_step = frames_per_step
+        self.control = control or RunControl()
+        self.rng = np.random.default_rng(seed)
+        self.progress = ProgressReporter(total_steps, progress_every_seconds)
+        self.log_cadence = Cadence(log_every)
+        self.policy: torch.nn.Module | None = None
+        self.loggers: list[Any] = []
+        # Counters and the episodes in progress: all part of the resumable state.
+        self.env_steps = 0
+        self.episodes = 0
+        self.recent_returns: deque[float] = deque(maxlen=100)
+        self.episode_keys: list[list[np.ndarray]] = [[] for _ in range(self.num_envs)]
+        self.episode_actions: list[list[int]] = [[] for _ in range(self.num_envs)]
+        self.episode_rewards: list[list[float]] = [[] for _ in range(self.num_envs)]
+        self.hit_window: deque[tuple[int, int, float, int]] = deque(maxlen=hit_rate_window)
+        self.learning_resumes_at = 0
+        # A step whose actions were sent but not yet received: (obs, actions, memory keys).
+        self.step_in_flight: tuple[np.ndarray, np.ndarray, Any] | None = None
+        self._rng_before_step = self.rng.bit_generator.state
+        self.updates_pending = 0  # batches still to yield for the last step played
+        self._interval_start = (time.perf_counter(), 0)
+
+    @classmethod
+    def from_config(cls, cfg: Any, control: RunControl | None = None) -> "Collector":
+        envs = make_envs(cfg.env, seed=cfg.seed)
+        memory_cfg, agent = cfg.memory, cfg.agent
+        memory = None
+        if memory_cfg.enabled:
+            memory = EpisodicMemory(envs.num_actions, envs.observation_shape, key_dim=memory_cfg.key_dim,
+                                    capacity=memory_cfg.capacity, match=memory_cfg.match, k=memory_cfg.k,
+                                    seed=memory_cfg.seed, tolerance=memory_cfg.tolerance)
+        # Atari observations are stacks of frames stored once; MinAtar frames carry motion trails.
+        frame_stack = cfg.env.frame_stack if cfg.env.kind == "atari" else 1
+        replay = MultiEnvReplay(envs.num_envs, cfg.buffer.capacity, envs.observation_shape, frame_stack=frame_stack,
+                                obs_dtype=envs.observation_dtype, key_dim=memory_cfg.key_dim if memory is not None else 0,
+                                seed=cfg.seed)
+        return cls(envs, replay, memory, schedule=agent.exploration.schedule, batch_size=int(agent.batch_size),
+                   train_freq=int(agent.train_freq), learning_starts=int(agent.learning_starts),
+                   total_steps=int(agent.total_steps), gamma=float(agent.gamma), n_step=int(agent.n_step),
+                   seed=cfg.seed, frames_per_step=cfg.env.frame_skip if cfg.env.kind == "atari" else 1,
+                   log_every=int(cfg.trainer.log_every_steps), hit_rate_window=int(memory_cfg.hit_rate_window),
+                   progress_every_seconds=cfg.trainer.progress_every_seconds, control=control)
+
+    def set_policy(self, network: torch.nn.Module) -> None:
+        """The Q-network acting greedily; handed over once, read with its current weights."""
+        self.policy = network
+
+    def log_to(self, loggers: list[Any]) -> None:
+        self.loggers = list(loggers)
+
+    # ------------------------------------------------------------------ acting
+    def _choose_actions(self, obs: np.ndarray) -> np.ndarray:
+        """Epsilon-greedy for every env; the network runs only when some env acts greedily."""
+        epsilon = self.epsilon(self.env_steps)
+        explore = self.rng.random(self.num_envs) < epsilon
+        actions = self.rng.integers(self.envs.num_actions, size=self.num_envs)
+        if not explore.all():
+            actions = np.where(explore, actions, greedy_actions(self.policy, obs))
+        return actions
+
+    def play_step(self) -> None:
+        """One epsilon-greedy step of every env (``num_envs`` env steps)."""
+        if self.step_in_flight is None:
+            self.start_step()
+        self.finish_step()
+
+    def start_step(self) -> None:
+        """Choose every env's action and hand the actions to the envs."""
+        if self.envs.observations is None:
+            self.envs.reset()
+        self._rng_before_step = self.rng.bit_generator.state
+        obs = self.envs.observations.copy()
+        actions = self._choose_actions(obs)
+        self.envs.send(actions)
+        # Projected while the envs step (ale-py's threads emulate the games meanwhile).
+        keys = self.memory.project(obs) if self.memory is not None else [None] * self.num_envs
+        self.step_in_flight = (obs, actions, keys)
+
+    def start_next_step_early(self) -> None:
+        """After a gradient step: when the loop would play next, send the envs their
+        actions now, chosen with the network just updated (as the original acts), so that
+        the games are emulated during Lightning's work between two steps. Only where the
+        envs step in the background; the data and the updates stay the same."""
+        if (self.envs.steps_in_background and self.step_in_flight is None and self.updates_pending == 0
+                and self._may_play()):
+            self.start_step()
+
+    def finish_step(self) -> None:
+        """Receive the step started by :meth:`start_step` and store what it produced."""
+        obs, actions, keys = self.step_in_flight
+        step = self.envs.recv()
+        self.step_in_flight = None
+        for index in range(self.num_envs):
+            action, reward = int(actions[index]), float(step.rewards[index])
+            self.replay.add(index, obs[index], action, reward, step.next_obs[index], step.terminated[index],
+                            step.truncated[index], keys[index])
+            if self.memory is not None:
+                self.episode_keys[index].append(keys[index])
+                self.episode_actions[index].append(action)
+                self.episode_rewards[index].append(reward)
+                if step.terminated[index]:
+                    self._write_episode(index)
+                elif step.truncated[index]:
+                    self._discard_episode(index)
+        self.env_steps += self.num_envs
+        for _, episodic_return, length in step.finished_games:
+            self._log_game(episodic_return, length)
+
+    def _write_episode(self, env_index: int) -> None:
+        """Write env ``env_index``'s terminated episode to the memory, walking backwards."""
+        if self.episode_keys[env_index]:
+            self.memory.add_episode(np.stack(self.episode_keys[env_index]),
+                                    np.asarray(self.episode_actions[env_index], dtype=np.int64),
+                                    np.asarray(self.episode_rewards[env_index]), self.gamma)
+        self._discard_episode(env_index)
+
+    def _discard_episode(self, env_index: int) -> None:
+        """Forget an episode in progress unwritten (cut off by a time limit or a restart):
+        its returns lack the rewards after the cut, and the max-update would keep a wrong
+        value forever."""
+        self.episode_keys[env_index], self.episode_actions[env_index], self.episode_rewards[env_index] = [], [], []
+
+    def _log_game(self, episodic_return: float, length: int) -> None:
+        self.episodes += 1
+        self.recent_returns.append(episodic_return)
+        log_metrics(self.loggers, {"charts/episodic_return": episodic_return, "charts/episodic_length": length,
+                                   "charts/episodes": self.episodes}, self.env_steps)
+
+    # ------------------------------------------------------------------ batches
+    def sample_batch(self) -> Batch:
+        """A replay batch with H(s, a) and the hit mask of each sample."""
+        batch = self.replay.sample(self.batch_size, self.n_step, self.gamma)
+        if self.memory is not None:
+            memory_values, found, visits = self.memory.lookup(batch["keys"], batch["actions"], with_visits=True)
+            hits = int(found.sum())
+            self.hit_window.append((hits, len(found), float(memory_values[found].sum()),
+                                    int(np.count_nonzero(visits > 1))))
+        else:
+            memory_values = np.zeros(len(batch["actions"]), dtype=np.float32)
+            found = np.zeros(len(batch["actions"]), dtype=bool)
+        return Batch(*(torch.from_numpy(batch[name]) for name in ("obs", "actions", "rewards", "next_obs",
+                                                                  "terminated", "discounts")),
+                     torch.from_numpy(memory_values), torch.from_numpy(found), self.env_steps)
+
+    def _may_play(self) -> bool:
+        control = self.control
+        return self.env_steps < self.total_steps and not control.stop_requested and control.solved_at_step is None
+
+    def batches(self) -> Iterator[Batch]:
+        """Play one step of the envs at a time; per ``train_freq`` env steps, yield a batch.
+
+        Stepping one at a time keeps the schedule identical when a run stops between two
+        gradient steps and is resumed. A step that :meth:`start_next_step_early` started is
+        finished here; if the run stops first, that step never happened (its actions are
+        dropped, nothing was stored).
+        """
+        learning_starts = max(self.learning_starts, self.learning_resumes_at)
+        first_update = -(-learning_starts // self.train_freq)  # the first multiple of train_freq >= learning_starts
+        while self._may_play():
+            steps_before = self.env_steps
+            self.play_step()
+            if self.progress.due():
+                self._report_progress()
+            if self.log_cadence.due(self.env_steps):
+                log_metrics(self.loggers, self.interval_metrics(), self.env_steps)
+            # One batch per multiple of train_freq (at or after learning starts) passed in
+            # this step, however many envs it played: the same updates as with one env.
+            self.updates_pending = crossings(max(steps_before, (first_update - 1) * self.train_freq),
+                                             self.env_steps, self.train_freq)
+            while self.updates_pending > 0:
+                self.updates_pending -= 1
+                yield self.sample_batch()
+        self._report_progress(force=True)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Counters, RNG, the episodes in progress, the envs and the memory (the replay is saved apart)."""
+        return {
+            "env_steps": self.env_steps, "episodes": self.episodes, "recent_returns": list(self.recent_returns),
+            "episode_keys": list(self.episode_keys), "episode_actions": list(self.episode_actions),
+            "episode_rewards": list(self.episode_rewards),
+            # A step in flight is not in this state (nothing of it is stored yet): the RNG as before it.
+            "rng": self._rng_before_step if self.step_in_flight is not None else self.rng.bit_generator.state,
+            "hit_window": list(self.hit_window), "last_log_step": self.log_cadence.last,
+            "env": self.envs.state(),
+            "memory": self.memory.state_dict() if self.memory is not None else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (the replay buffer must be restored first: the episodes
+        of envs that cannot be restored are closed in it)."""
+        self.env_steps, self.episodes = int(state["env_steps"]), int(state["episodes"])
+        self.recent_returns.extend(state["recent_returns"])
+        self.episode_keys = list(state["episode_keys"])
+        self.episode_actions = list(state["episode_actions"])
+        self.episode_rewards = list(state["episode_rewards"])
+        self.rng.bit_generator.state = state["rng"]
+        self.hit_window.extend(tuple(row) for row in state["hit_window"])
+        self.log_cadence.last = int(state.get("last_log_step", self.env_steps))
+        self._interval_start = (time.perf_counter(), self.env_steps)
+        if self.memory is not None:
+            if state["memory"] is None:
+                raise ValueError("the saved state has no episodic memory but this run uses memory=kdtree")
+            self.memory.load_state_dict(state["memory"])
+        if state["env"] is not None:
+            self.envs.load_state(state["env"])
+        else:  # the games in progress cannot be restored (ale-py's vector env): new ones start
+            self.episodes_not_restored()
+
+    def episodes_not_restored(self) -> None:
+        """After a resume without the envs' state: new games start, the old episodes end here, unwritten."""
+        self.envs.observations = None
+        for index in range(self.num_envs):
+            self.replay.end_episode(index)
+            self._discard_episode(index)
+
+    def replay_not_restored(self) -> None:
+        """After a resume without the replay file: refill before learning goes on (the
+        games, and the episodes that will be written to the memory, go on)."""
+        self.learning_resumes_at = self.env_steps + self.learning_starts
+
+    # ------------------------------------------------------------------ reporting
+    def recent_return(self) -> float | None:
+        return float(np.mean(self.recent_returns)) if self.recent_returns else None
+
+    def _report_progress(self, force: bool = False) -> None:
+        self.progress.maybe_report(self.env_steps, self.epsilon(self.env_steps), self.recent_return(),
+                                   len(self.memory) if self.memory is not None else None, force=force)
+
+    def interval_metrics(self) -> dict[str, float]:
+        """Metrics of the loop since the previous call (SPS, epsilon, memory statistics)."""
+        now = time.perf_counter()
+        start_time, start_step = self._interval_start
+        self._interval_start = (now, self.env_steps)
+        metrics = {
+            "charts/epsilon": self.epsilon(self.env_steps),
+            "charts/SPS": (self.env_steps - start_step) / max(now - start_time, 1e-9),
+            "charts/frames": self.env_steps * self.frames_per_step,
+        }
+        if self.memory is not None:
+            hits, total, value_sum, revisits = (sum(column) for column in zip(*self.hit_window)) \
+                if self.hit_window else (0, 0, 0.0, 0)
+            metrics["memory/hit_rate"] = hits / total if total else 0.0
+            metrics["memory/h_mean"] = value_sum / hits if hits else 0.0
+            metrics["memory/revisit_share"] = revisits / hits if hits else 0.0
+            metrics["memory/size"] = len(self.memory)
+            metrics["memory/rebuild_seconds"] = self.memory.rebuild_seconds
+        return metrics
