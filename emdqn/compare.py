@@ -244,9 +244,20 @@ def compare_runs(runs: Sequence[Run], keys: Sequence[str], window: int, threshol
                       bootstrap_interval(reach, rng) if np.isfinite(reach).all() else (math.inf, math.inf),
                       int(np.isfinite(reach).sum())),
             "final_source": "eval" if all(r.eval_return is not None for r in members) else f"last {window} games",
+            "hns": human_normalized(members, finals[group]),
         })
     return {"rows": rows, "groups": groups, "curves": curves, "grid": grid, "threshold": threshold,
             "horizon": horizon}
+
+
+def human_normalized(runs: Sequence[Run], finals: np.ndarray) -> float | None:
+    """The human-normalized score of the mean final return, when every run plays one Atari game."""
+    from emdqn.atari_scores import atari_game, human_normalized_score
+
+    games = {atari_game(str(run.config.get("env.id"))) for run in runs}
+    if len(games) != 1 or None in games:
+        return None
+    return human_normalized_score(games.pop(), float(finals.mean()))
 
 
 def aggregate_tasks(sections: dict[str, dict[str, Any]], keys: Sequence[str], baseline: str | None,
@@ -346,16 +357,18 @@ def skipped_lines(skipped: list[tuple[Path, str]]) -> list[str]:
 
 
 def table_lines(rows: list[dict], threshold: float, horizon: float) -> list[str]:
+    atari = any(row.get("hns") is not None for row in rows)  # a human-normalized column for Atari games
     lines = [f"Curves read up to {horizon:,.0f} env steps (the shortest run). Brackets: 95% bootstrap CI over seeds.",
-             "", f"| group | seeds | final return | AUC (mean return) | steps to {threshold:.2f} | final from |",
-             "|---|---|---|---|---|---|"]
+             "", f"| group | seeds | final return | AUC (mean return) | steps to {threshold:.2f} | final from |"
+             + (" human-normalized final |" if atari else ""), "|---|---|---|---|---|---|" + ("---|" if atari else "")]
     for row in rows:
         reach_value, reach_interval, reached = row["reach"]
         reach = _interval(reach_value, reach_interval, integer=True)
         if reached < row["seeds"]:
             reach = f"not reached by {row['seeds'] - reached} of {row['seeds']}"
+        hns = (f" {row['hns']:.3f} |" if row.get("hns") is not None else " — |") if atari else ""
         lines.append(f"| {row['group']} | {row['seeds']} | {_interval(*row['final'])} | {_interval(*row['auc'])} "
-                     f"| {reach} | {row['final_source']} |")
+                     f"| {reach} | {row['final_source']} |{hns}")
     return lines
 
 

@@ -232,6 +232,20 @@ class ChannelsFirstUint8(gym.ObservationWrapper, gym.utils.RecordConstructorArgs
         return np.ascontiguousarray(obs.transpose(2, 0, 1), dtype=np.uint8)
 
 
+class UpscaledRender(gym.Wrapper):
+    """MinAtar renders 10x10 floats in [0, 1]: as uint8 pixels, each cell ``scale`` pixels wide (videos)."""
+
+    def __init__(self, env: gym.Env, scale: int = 16, fps: int = 15):
+        super().__init__(env)
+        self.scale = scale
+        self.metadata = {**env.metadata, "render_fps": fps}
+
+    def render(self):
+        frame = np.asarray(self.env.render(), dtype=np.float64)
+        pixels = np.clip(np.rint(frame * 255), 0, 255).astype(np.uint8)
+        return np.kron(pixels, np.ones((self.scale, self.scale, 1), dtype=np.uint8))
+
+
 class OneHotObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """Discrete states as one-hot vectors, so exact state repeats give exact key repeats."""
 
@@ -300,8 +314,12 @@ def _make_minatar(env_cfg: Any, kwargs: dict, render_mode: str | None,
     """
     with warnings.catch_warnings():  # -v0 (the full action set of the published results) is not out of date for us
         warnings.filterwarnings("ignore", message=".*is out of date.*")
+        # MinAtar's rgb_array frames are floats without a frame rate: UpscaledRender makes
+        # them video pixels, and gymnasium's checker would only warn about the raw ones.
         env = gym.make(env_cfg.id, render_mode=render_mode, max_episode_steps=env_cfg.get("max_episode_steps"),
-                       **kwargs)
+                       disable_env_checker=True, **kwargs)
+    if render_mode == "rgb_array":
+        env = UpscaledRender(env)
     if raw_wrapper is not None:
         env = raw_wrapper(env)
     env = ChannelsFirstUint8(env)

@@ -52,3 +52,17 @@ def test_cli_takes_comma_separated_keys_and_rejects_an_unknown_baseline(suite, t
     assert "on 2 tasks" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="--baseline"):
         compare([suite], tmp_path / "bad", tasks="env.game", baseline="lambda=7")
+
+
+def test_atari_runs_get_a_human_normalized_column(tmp_path):
+    for seed, level in ((0, -20.7), (1, 14.6)):  # Pong's random and human scores: HNS 0 and 1, mean 0.5
+        folder = tmp_path / f"pong_s{seed}"
+        write_run(folder, "pong", 0.1, seed, level)
+        config = OmegaConf.load(folder / "config.yaml")
+        config.env.id = "PongNoFrameskip-v4"
+        OmegaConf.save(config, folder / "config.yaml")
+    result = compare([tmp_path], tmp_path / "out", window=1)
+    (row,) = result["rows"]
+    final = row["final"][0]
+    assert row["hns"] == pytest.approx((final + 20.7) / 35.3)
+    assert "human-normalized final" in (tmp_path / "out" / "comparison.md").read_text()

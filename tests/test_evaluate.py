@@ -2,6 +2,8 @@
 
 import json
 import os
+
+import numpy as np
 import pickle
 import shutil
 
@@ -97,3 +99,22 @@ def test_a_folder_without_weights_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "config.yaml").write_text("seed: 0\n")
     assert evaluate_main([str(tmp_path)]) == 2
     assert "has no weights file" in capsys.readouterr().err
+
+
+def test_minatar_videos_show_the_game(tmp_path):
+    """MinAtar renders floats in [0, 1]: videos get visible uint8 pixels, 16 per cell."""
+    from emdqn.envs import make_env
+    from emdqn.evaluate import play_games
+    from emdqn.networks import build_q_network
+    from tests.conftest import compose_config
+
+    cfg = compose_config(["experiment=minatar", "env.game=breakout"])
+    env = make_env(cfg.env, seed=0, render_mode="rgb_array")
+    env.reset(seed=0)
+    frame = env.render()
+    assert frame.dtype == np.uint8 and frame.shape == (160, 160, 3) and frame.max() > 100
+    env.close()
+    network = build_q_network(cfg.model, (4, 10, 10), 6)
+    play_games(network, cfg.env, 1, epsilon=1.0, video_folder=tmp_path / "videos", video_prefix="random")
+    (video,) = (tmp_path / "videos").glob("random*.mp4")
+    assert video.stat().st_size > 1000
