@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from _common import compose_config, quiet_logs
+from _records import REPO_ROOT, metadata_block, write_record
 
 from emdqn.train import train
 
@@ -26,6 +27,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--steps", type=int, default=100_000)
     parser.add_argument("--memory", default="none", help="memory config: none (DQN) or kdtree (EMDQN)")
+    parser.add_argument("--record", type=Path, help="write the per-seed values as a result record (JSON), e.g. "
+                                                    "benchmarks/results/learn_cartpole.json")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. agent.lr=1e-3")
     args = parser.parse_args()
     quiet_logs()
@@ -42,6 +45,11 @@ def main() -> None:
     values = list(results.values())
     print(f"median over {len(values)} seeds: {statistics.median(values):.1f}  "
           f"(min {min(values):.1f}, max {max(values):.1f}); target >= 450")
+    if args.record:
+        write_record(args.record if args.record.is_absolute() else REPO_ROOT / args.record,
+                     {**metadata_block(), "steps": args.steps, "memory": args.memory, "overrides": args.overrides,
+                      "per_seed": {str(seed): value for seed, value in results.items()},
+                      "median": statistics.median(values)})
 
 
 if __name__ == "__main__":

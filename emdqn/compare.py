@@ -395,7 +395,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print((out_dir / "comparison.md").read_text())
     sections = result["tasks"].values() if args.tasks else [result["rows"]]
     runs = sum(row["seeds"] for rows in sections for row in rows)
-    print(f"wrote {out_dir / 'comparison.md'} and its curves ({runs} runs"
+    groups = len({row["group"] for rows in sections for row in rows})
+    print(f"wrote {out_dir / 'comparison.md'} and its curves ({runs} runs in {groups} groups"
           + (f" on {len(result['tasks'])} tasks)" if args.tasks else ")"))
 
 

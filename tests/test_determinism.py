@@ -16,8 +16,8 @@ def metrics(run_dir):
 
 
 @pytest.mark.parametrize("env_args", [
-    ["experiment=cartpole", "agent.total_steps=1500", "agent.learning_starts=300", "eval.episodes=2"],
-    ["env=pong", "agent.total_steps=400", "agent.learning_starts=100", "buffer.capacity=2000", "eval.episodes=0",
+    ["experiment=cartpole", "agent.total_steps=800", "agent.learning_starts=200", "eval.episodes=2"],
+    ["env=pong", "agent.total_steps=300", "agent.learning_starts=100", "buffer.capacity=2000", "eval.episodes=0",
      "memory.capacity=2000"],
 ], ids=["cartpole", "pong"])
 @pytest.mark.parametrize("memory", ["kdtree", "none"])
