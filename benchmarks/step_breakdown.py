@@ -39,7 +39,7 @@ from emdqn.vector import AleVectorEnvs, SerialEnvs
 
 # (owner, attribute, label, depth): the order and nesting of the printed table.
 PARTS: list[tuple[Any, str, str, int]] = [
-    (Collector, "finish_step", "receive and store the env step", 1),
+    (Collector, "_finish_step", "receive and store the env step", 1),
     (AleVectorEnvs, "recv", "env recv", 2),
     (SerialEnvs, "recv", "env recv (serial envs step here)", 2),
     (MultiEnvReplay, "add", "replay add", 2),
@@ -50,7 +50,7 @@ PARTS: list[tuple[Any, str, str, int]] = [
     (EMDQNModule, "manual_backward", "backward", 1),
     (emdqn.update, "clip_grad_norm_per_tensor", "gradient clipping", 1),
     (LightningOptimizer, "step", "optimizer step (Adam)", 1),
-    (Collector, "start_step", "act and send the next env step", 1),
+    (Collector, "_start_step", "act and send the next env step", 1),
     (emdqn.collector, "greedy_actions", "acting forward pass", 2),
     (AleVectorEnvs, "send", "env send", 2),
     (SerialEnvs, "send", "env send", 2),

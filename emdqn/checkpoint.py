@@ -20,18 +20,35 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
+
+log = logging.getLogger("emdqn")
 
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_FILE = "last.ckpt"
 METADATA_FILE = "last.json"
 WEIGHTS_PATTERN = "weights_*.pt"
 FORMAT_VERSION = 3  # 3: the module's and the collector's own states
+
+
+@contextmanager
+def reporting(what: str, size: int, threshold: int = 100_000_000) -> Iterator[None]:
+    """A line before and after work on a large file (a full Atari replay is ~7 GB: half a minute or more)."""
+    if size < threshold:
+        yield
+        return
+    start = time.perf_counter()
+    log.info("%s (%.1f GB)...", what, size / 1e9)
+    yield
+    log.info("%s: done in %.0f s", what, time.perf_counter() - start)
 
 
 class CheckpointError(RuntimeError):
@@ -89,7 +106,8 @@ def save_checkpoint(run_dir: str | os.PathLike, module: Any, collector: Any, sav
     if save_replay:
         replay_file = f"replay_{collector.env_steps}.npz"
         replay_state = collector.replay.state_dict()
-        _atomic_write(directory / replay_file, lambda file: np.savez(file, **replay_state["arrays"]))
+        with reporting("Saving the replay buffer", sum(a.nbytes for a in replay_state["arrays"].values())):
+            _atomic_write(directory / replay_file, lambda file: np.savez(file, **replay_state["arrays"]))
         replay_meta = {key: value for key, value in replay_state.items() if key != "arrays"}
     state = {
         "format": FORMAT_VERSION,
@@ -153,7 +171,7 @@ def restore(state: dict[str, Any], module: Any, collector: Any) -> None:
     if state["replay_file"] is not None:
         replay_path = path.parent / state["replay_file"]
         try:
-            with np.load(replay_path) as arrays:
+            with reporting("Loading the replay buffer", replay_path.stat().st_size), np.load(replay_path) as arrays:
                 collector.replay.load_state_dict({"arrays": dict(arrays), **state["replay_meta"]})
         except (OSError, ValueError, KeyError) as error:
             raise CheckpointError(f"replay file {replay_path} of checkpoint {path} cannot be loaded: {error}") from None

@@ -126,10 +126,10 @@ class Collector:
     def play_step(self) -> None:
         """One epsilon-greedy step of every env (``num_envs`` env steps)."""
         if self.step_in_flight is None:
-            self.start_step()
-        self.finish_step()
+            self._start_step()
+        self._finish_step()
 
-    def start_step(self) -> None:
+    def _start_step(self) -> None:
         """Choose every env's action and hand the actions to the envs."""
         if self.envs.observations is None:
             self.envs.reset()
@@ -148,10 +148,10 @@ class Collector:
         envs step in the background; the data and the updates stay the same."""
         if (self.envs.steps_in_background and self.step_in_flight is None and self.updates_pending == 0
                 and self._may_play()):
-            self.start_step()
+            self._start_step()
 
-    def finish_step(self) -> None:
-        """Receive the step started by :meth:`start_step` and store what it produced."""
+    def _finish_step(self) -> None:
+        """Receive the step started by :meth:`_start_step` and store what it produced."""
         obs, actions, keys = self.step_in_flight
         step = self.envs.recv()
         self.step_in_flight = None
