@@ -121,3 +121,15 @@ def test_bad_schedule_is_rejected():
     cfg = compose_config(["agent.exploration.schedule=[[0,1.5]]"])
     with pytest.raises(ConfigError, match=r"epsilon values in \[0, 1\]"):
         validate(cfg)
+
+
+def test_every_validated_key_is_in_the_documented_table():
+    """docs/configuration.md lists what each key allows; a newly validated key must join it."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    source = (root / "emdqn" / "config.py").read_text()
+    keys = set(re.findall(r'_fail\("([\w.]+)"', source)) | set(re.findall(r'_positive_int\(cfg, "([\w.]+)"', source))
+    table = (root / "docs" / "configuration.md").read_text().split("## Rejected inputs", 1)[1]
+    assert sorted(key for key in keys if f"`{key}`" not in table) == []
