@@ -40,6 +40,8 @@ from typing import Any, Sequence
 import numpy as np
 from omegaconf import OmegaConf
 
+from emdqn.aggregates import bootstrap_mean_interval
+
 RETURN_KEY = "charts/episodic_return"
 EVAL_KEY = "eval/episodic_return"
 # Keys that differ between runs without defining an experimental condition.
@@ -155,10 +157,8 @@ def bootstrap_interval(values: np.ndarray, rng: np.random.Generator, samples: in
     values = values[np.isfinite(values)]
     if len(values) == 0:
         return math.nan, math.nan
-    if len(values) == 1:
-        return float(values[0]), float(values[0])
-    means = rng.choice(values, size=(samples, len(values)), replace=True).mean(axis=1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+    _, low, high = bootstrap_mean_interval(values, reps=samples, rng=rng)
+    return float(low), float(high)
 
 
 def final_return(run: Run, use_eval: bool, window: int) -> float:

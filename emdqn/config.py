@@ -12,10 +12,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 DEFAULT_LAMBDA = 0.1  # the paper's and the original code's memory weight
-PRECISIONS = ("32-true", "bf16-mixed")
+PRECISIONS = ("32-true", "bf16-mixed")  # trainer.precision values the loss and clipping are correct under
 MODEL_NAMES = ("nature_cnn", "minatar_cnn", "mlp")
 ENV_KINDS = ("atari", "minatar", "classic", "toy_text")
-IMAGE_MODELS = {"nature_cnn": "atari", "minatar_cnn": "minatar"}  # model -> the env kind it is built for  # trainer.precision values the loss and clipping are correct under
+IMAGE_MODELS = {"nature_cnn": "atari", "minatar_cnn": "minatar"}  # model -> the env kind it is built for
 
 
 class ConfigError(ValueError):
