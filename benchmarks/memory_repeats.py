@@ -51,18 +51,14 @@ def repeat_shares(env_cfg, steps: int, seed: int, policy=None, epsilon: float = 
 
 
 def load_policy(run_dir: Path, env_cfg):
+    """The run's trained network (its weights-only file), for the env it will play."""
     from omegaconf import OmegaConf
 
-    from emdqn.evaluate import load_weights
-    from emdqn.networks import build_q_network
+    from emdqn.evaluate import env_spaces, load_weights, trained_network
 
     weights, _ = load_weights(run_dir)
-    run_cfg = OmegaConf.load(run_dir / "config.yaml")
-    probe = make_env(env_cfg, seed=0)
-    network = build_q_network(run_cfg.model, probe.observation_space.shape, int(probe.action_space.n))
-    probe.close()
-    network.load_state_dict(weights)
-    return network.eval()
+    obs_shape, num_actions = env_spaces(env_cfg)
+    return trained_network(run_dir, OmegaConf.load(run_dir / "config.yaml"), weights, obs_shape, num_actions)
 
 
 def main() -> None:

@@ -125,6 +125,31 @@ def load_weights(run_dir: Path) -> tuple[dict[str, torch.Tensor], int]:
     return weights, step
 
 
+def env_spaces(env_cfg: Any) -> tuple[tuple[int, ...], int]:
+    """(observation shape, number of actions) of the env a config builds."""
+    try:
+        probe = make_env(env_cfg, seed=0)
+    except ValueError as error:  # an env id unknown to this machine, a bad env option
+        raise EvaluationError(str(error)) from None
+    try:
+        return tuple(probe.observation_space.shape), int(probe.action_space.n)
+    finally:
+        probe.close()
+
+
+def trained_network(run_dir: Path, run_cfg: DictConfig, weights: dict[str, torch.Tensor],
+                    obs_shape: Sequence[int], num_actions: int) -> torch.nn.Module:
+    """The run's Q-network (its ``model`` config) holding ``weights``, in eval mode."""
+    from emdqn.networks import build_q_network
+
+    network = build_q_network(run_cfg.model, obs_shape, num_actions)
+    try:
+        network.load_state_dict(weights)
+    except RuntimeError as error:
+        raise EvaluationError(f"the weights of {run_dir} do not fit its config's network: {error}") from None
+    return network.eval()
+
+
 def evaluation_config(run_cfg: DictConfig, protocol: str, overrides: dict[str, Any]) -> tuple[DictConfig, dict]:
     """The env config the games are played with, and the settings (epsilon, games, seed, ...)."""
     if protocol not in PROTOCOLS:
@@ -209,8 +234,6 @@ def log_to_wandb(run_dir: Path, run_cfg: DictConfig, step: int, summary: dict, p
 
 def run_evaluation(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> tuple[dict, Path]:
     """Evaluate a run folder; returns the summary and the JSON file written."""
-    from emdqn.networks import build_q_network
-
     run_dir = Path(run_dir)
     overrides = dict(overrides or {})
     if not (run_dir / "config.yaml").exists():
@@ -221,24 +244,20 @@ def run_evaluation(run_dir: str | Path, overrides: dict[str, Any] | None = None)
     weights, step = load_weights(run_dir)
     run_cfg = OmegaConf.load(run_dir / "config.yaml")
     env_cfg, settings = evaluation_config(run_cfg, str(overrides.get("protocol", "nature")), overrides)
-    try:
-        probe = make_env(env_cfg, seed=0)
-    except ValueError as error:  # an env id unknown to this machine, a bad env option
-        raise EvaluationError(str(error)) from None
-    obs_shape, num_actions = probe.observation_space.shape, int(probe.action_space.n)
-    probe.close()
+    obs_shape, num_actions = env_spaces(env_cfg)
     notes = []
-    outputs = int(next(reversed(weights.values())).shape[0]) if weights else 0
-    if outputs != num_actions and env_cfg.kind == "atari" and env_cfg.get("kwargs", {}).get("full_action_space"):
-        with open_dict(env_cfg):
-            env_cfg.kwargs.full_action_space = False
-        notes.append(f"the network has {outputs} outputs (trained on the minimal action set): played with that set")
-        num_actions = outputs
-    network = build_q_network(run_cfg.model, obs_shape, num_actions)
-    try:
-        network.load_state_dict(weights)
-    except RuntimeError as error:
-        raise EvaluationError(f"the weights of {run_dir} do not fit its config's network: {error}") from None
+    if env_cfg.kind == "atari" and env_cfg.get("kwargs", {}).get("full_action_space"):
+        trained_env = run_cfg.env.copy()
+        with open_dict(trained_env):
+            trained_env.num_envs = 1
+        _, trained_actions = env_spaces(trained_env)  # the network's outputs: the run's own action set
+        if trained_actions != num_actions:
+            with open_dict(env_cfg):
+                env_cfg.kwargs.full_action_space = False
+            notes.append(f"the network has {trained_actions} outputs (trained on the minimal action set): "
+                         "played with that set")
+            num_actions = trained_actions
+    network = trained_network(run_dir, run_cfg, weights, obs_shape, num_actions)
     video_folder = run_dir / "videos" if settings["video"] else None
     prefix = f"{settings['protocol']}_step{step}"
     games = play_games(network, env_cfg, settings["episodes"], settings["epsilon"], settings["seed"], video_folder,
