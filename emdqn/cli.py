@@ -70,6 +70,9 @@ QUIET_WARNINGS = (
     r"Found `dataloader_iter` argument in the `training_step`",
     # Lightning's own use of torch's pytree API; nothing for users to change.
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    # The replay is sampled in the training process on purpose (workers would sample a stale
+    # copy of the buffer the collector is filling); Lightning suggests workers on GPU machines.
+    r"The 'train_dataloader' does not have many workers",
 )
 
 

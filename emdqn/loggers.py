@@ -6,6 +6,7 @@ import csv
 import logging
 import netrc
 import os
+import sys
 import uuid
 import warnings
 from pathlib import Path
@@ -153,6 +154,8 @@ def build_wandb_logger(cfg: Any, run_dir: Path, group: str | None) -> Logger | N
 
 def finish_wandb() -> None:
     """Close the current W&B run so the next multirun job starts its own."""
+    if "wandb" not in sys.modules:
+        return  # this run never used W&B (and a machine without wandb has nothing to close)
     try:
         import wandb
 
