@@ -128,7 +128,9 @@ def validate(cfg: DictConfig) -> None:
         _fail("agent.grad_clip_norm", clip, "a number > 0, or null for no clipping")
     if agent.loss not in ("huber", "mse"):
         _fail("agent.loss", agent.loss, "huber or mse")
-    _validate_schedule(agent.exploration.schedule)
+    _validate_schedule("agent.exploration.schedule", agent.exploration.schedule, "epsilon", 1.0)
+    if agent.get("lr_schedule") is not None:
+        _validate_schedule("agent.lr_schedule", agent.lr_schedule, "factor of agent.lr", None)
 
     memory = cfg.memory
     resolve_memory_weights(memory)
@@ -226,20 +228,21 @@ def budget_warnings(cfg: DictConfig) -> list[str]:
     return messages
 
 
-def _validate_schedule(schedule: Any) -> None:
-    key = "agent.exploration.schedule"
-    points = OmegaConf.to_container(schedule) if OmegaConf.is_config(schedule) else schedule
+def _validate_schedule(key: str, schedule: Any, value_name: str, largest: float | None) -> None:
+    """A piecewise-linear schedule: [[env_step, value], ...], steps increasing, values in range."""
+    points = OmegaConf.to_container(schedule, resolve=True) if OmegaConf.is_config(schedule) else schedule
     if not isinstance(points, list) or not points:
-        _fail(key, points, "a non-empty list of [env_step, epsilon] pairs")
+        _fail(key, points, f"a non-empty list of [env_step, {value_name}] pairs")
+    allowed = f"in [0, {largest:g}]" if largest is not None else ">= 0"
     last_step = -1
     for point in points:
         if not isinstance(point, (list, tuple)) or len(point) != 2:
-            _fail(key, points, "a list of [env_step, epsilon] pairs")
+            _fail(key, points, f"a list of [env_step, {value_name}] pairs")
         step, value = point
         if not isinstance(step, (int, float)) or step <= last_step:
             _fail(key, points, "pairs with strictly increasing env steps starting at >= 0")
-        if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-            _fail(key, points, "epsilon values in [0, 1]")
+        if not isinstance(value, (int, float)) or value < 0 or (largest is not None and value > largest):
+            _fail(key, points, f"{value_name} values {allowed}")
         last_step = step
 
 

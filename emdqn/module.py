@@ -19,6 +19,7 @@ from emdqn.cadence import Cadence
 from emdqn.config import resolve_memory_weights
 from emdqn.metrics import log_metrics
 from emdqn.networks import build_q_network
+from emdqn.schedules import PiecewiseLinearSchedule
 from emdqn.update import (LOGGED_PARTS, METRIC_NAMES, NonFiniteLossError, apply_gradients, build_optimizer,
                           emdqn_loss)
 
@@ -41,6 +42,10 @@ class EMDQNModule(pl.LightningModule):
         self._loss_settings = {"alpha": self.alpha, "beta": self.beta, "double_q": bool(self.agent.double_q),
                                "loss": str(self.agent.loss), "average": str(cfg.memory.average)}
         self._grad_clip_norm = self.agent.grad_clip_norm
+        # The lr is a function of the env step (not of a scheduler's own counter), so a
+        # resumed run continues the same schedule without extra state.
+        schedule = self.agent.get("lr_schedule")
+        self._lr_factor = PiecewiseLinearSchedule(schedule) if schedule is not None else None
         self._q_parameters = list(self.q_network.parameters())
         self.target_sync = Cadence(int(self.agent.target_update))
         self.log_cadence = Cadence(int(cfg.trainer.log_every_steps))
@@ -71,7 +76,11 @@ class EMDQNModule(pl.LightningModule):
         batch = self.transfer_batch_to_device(batch, self.device, 0)
         env_step = self._last_env_step = batch.env_step
         parts = emdqn_loss(self._train_q, self._train_target, batch, **self._loss_settings)
-        apply_gradients(parts["loss"], self._q_parameters, self.optimizers(), self._grad_clip_norm,
+        optimizer = self.optimizers()
+        if self._lr_factor is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = float(self.agent.lr) * self._lr_factor(env_step)
+        apply_gradients(parts["loss"], self._q_parameters, optimizer, self._grad_clip_norm,
                         backward=self.manual_backward)
         # One device-to-host read per step, once all of its work is queued: on a GPU a check
         # before the backward pass would stall the queue. A non-finite step is never saved:

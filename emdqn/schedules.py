@@ -1,4 +1,4 @@
-"""Exploration schedules, clocked in env steps."""
+"""Piecewise-linear schedules (epsilon, the learning-rate factor), clocked in env steps."""
 
 from __future__ import annotations
 

@@ -133,3 +133,13 @@ def test_every_validated_key_is_in_the_documented_table():
     keys = set(re.findall(r'_fail\("([\w.]+)"', source)) | set(re.findall(r'_positive_int\(cfg, "([\w.]+)"', source))
     table = (root / "docs" / "configuration.md").read_text().split("## Rejected inputs", 1)[1]
     assert sorted(key for key in keys if f"`{key}`" not in table) == []
+
+
+def test_lr_schedule_is_validated_and_scales_the_learning_rate():
+    cfg = compose_config(["agent.lr_schedule=[[0,1.0],[0,0.5]]"])
+    with pytest.raises(ConfigError, match="agent.lr_schedule"):
+        validate(cfg)
+    cfg = compose_config(["agent.lr_schedule=[[0,-1.0]]"])
+    with pytest.raises(ConfigError, match="agent.lr_schedule.*>= 0"):
+        validate(cfg)
+    validate(compose_config(["agent.lr_schedule=[[0,1.0],[1000,0.0]]"]))

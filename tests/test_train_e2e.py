@@ -85,3 +85,12 @@ def test_bad_config_fails_fast_with_the_key(tmp_path):
     assert result.returncode != 0
     assert "memory.lambda=-1 is not allowed" in result.stderr
     assert not (tmp_path / "bad" / "metrics.csv").exists()
+
+
+def test_lr_schedule_sets_the_learning_rate_by_env_step(tmp_path):
+    run_dir = tmp_path / "lr"
+    run_train(CARTPOLE_TINY + [f"hydra.run.dir={run_dir}", "logger=csv", "eval.episodes=0", "agent.lr=1e-3",
+                               "agent.lr_schedule=[[0,1.0],[1200,0.0]]"], cwd=tmp_path)
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    # The last gradient step is at env step 600: half way down the factor's line.
+    assert state["module"]["optimizer"]["param_groups"][0]["lr"] == 1e-3 * 0.5
