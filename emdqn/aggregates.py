@@ -3,6 +3,7 @@
     scores = {"dqn": array(runs, tasks), "emdqn": array(runs, tasks)}
     aggregate_scores(scores, baseline="dqn")
     # {"emdqn": {"iqm": (value, low, high), "probability_of_improvement": (value, low, high)}, "dqn": {...}}
+    score_distribution(human_normalized_scores)    # median, IQM, mean, optimality gap (HNS across games)
 
 Intervals are 95 % percentile intervals of a stratified bootstrap (runs resampled within
 each task), as in Agarwal et al. (2021), computed with their ``rliable`` package (the
@@ -55,13 +56,8 @@ def aggregate_scores(scores: Mapping[str, np.ndarray], baseline: str | None = No
         raise ValueError(f"every arm needs scores on the same tasks; got task counts {sorted(tasks)}")
     result: dict[str, dict[str, Interval]] = {name: {} for name in scores}
     def interval_estimates(score_dict: dict, func) -> dict[str, Interval]:
-        with warnings.catch_warnings():
-            # arch (rliable's bootstrap) deprecates the RandomState that keeps results reproducible.
-            warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
-            estimates, intervals = library.get_interval_estimates(score_dict, func, reps=reps,
-                                                                  random_state=np.random.RandomState(seed))
-        return {name: (float(np.ravel(estimates[name])[0]), *(float(v) for v in np.ravel(intervals[name])[:2]))
-                for name in score_dict}
+        return {name: intervals[0] for name, intervals in _interval_estimates(library, score_dict, func, reps,
+                                                                              seed).items()}
 
     iqm = lambda matrix: np.array([metrics.aggregate_iqm(matrix)])  # noqa: E731
     for name, interval in interval_estimates(scores, iqm).items():
@@ -74,6 +70,33 @@ def aggregate_scores(scores: Mapping[str, np.ndarray], baseline: str | None = No
             for name, interval in interval_estimates(pairs, metrics.probability_of_improvement).items():
                 result[name]["probability_of_improvement"] = interval
     return result
+
+
+def _interval_estimates(library, score_dict: dict, func, reps: int, seed: int) -> dict[str, tuple[Interval, ...]]:
+    with warnings.catch_warnings():
+        # arch (rliable's bootstrap) deprecates the RandomState that keeps results reproducible.
+        warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
+        estimates, intervals = library.get_interval_estimates(score_dict, func, reps=reps,
+                                                              random_state=np.random.RandomState(seed))
+    return {name: tuple((float(value), float(intervals[name][0][i]), float(intervals[name][1][i]))
+                        for i, value in enumerate(np.ravel(estimates[name])))
+            for name in score_dict}
+
+
+# The four aggregates of Agarwal et al. (2021) over human-normalized scores, in their order.
+DISTRIBUTION_AGGREGATES = ("median", "iqm", "mean", "optimality_gap")
+
+
+def score_distribution(scores: Mapping[str, np.ndarray], reps: int = 2000,
+                       seed: int = 0) -> dict[str, dict[str, Interval]]:
+    """Median, IQM, mean and optimality gap (1 - score, capped at 1) of each arm's (runs, tasks)
+    normalized scores, with 95 % stratified-bootstrap intervals."""
+    library, metrics = _rliable()
+    scores = {name: np.asarray(value, dtype=np.float64) for name, value in scores.items()}
+    aggregates = lambda matrix: np.array([metrics.aggregate_median(matrix), metrics.aggregate_iqm(matrix),  # noqa: E731
+                                          metrics.aggregate_mean(matrix), metrics.aggregate_optimality_gap(matrix)])
+    return {name: dict(zip(DISTRIBUTION_AGGREGATES, intervals))
+            for name, intervals in _interval_estimates(library, scores, aggregates, reps, seed).items()}
 
 
 def normalize_by_baseline(scores: Mapping[str, np.ndarray], baseline: str) -> dict[str, np.ndarray]:

@@ -24,7 +24,10 @@ With ``--tasks KEY`` (``env.game``, ``env.id``) the runs of each task are compar
 their own (a table and ``comparison_<task>.png`` each), and the groups are aggregated
 across tasks with rliable's stratified bootstrap (``emdqn.aggregates``): each group's
 probability of improvement over ``--baseline`` (default: the first group) on the final
-return, and the IQM of its AUC normalized by the baseline's mean AUC on each task.
+return, and the IQM of its AUC normalized by the baseline's mean AUC on each task. When
+every task is an Atari game (``--tasks env.id``), the final returns are also put on the
+human-normalized scale and aggregated as the literature does: median, IQM, mean and
+optimality gap of the HNS, each with its interval.
 """
 
 from __future__ import annotations
@@ -252,12 +255,18 @@ def compare_runs(runs: Sequence[Run], keys: Sequence[str], window: int, threshol
 
 def human_normalized(runs: Sequence[Run], finals: np.ndarray) -> float | None:
     """The human-normalized score of the mean final return, when every run plays one Atari game."""
-    from emdqn.atari_scores import atari_game, human_normalized_score
+    from emdqn.atari_scores import human_normalized_score
+
+    game = atari_game_of(runs)
+    return human_normalized_score(game, float(finals.mean())) if game is not None else None
+
+
+def atari_game_of(runs: Sequence[Run]) -> str | None:
+    """The Atari game every one of ``runs`` plays, or None (not Atari, or several games)."""
+    from emdqn.atari_scores import atari_game
 
     games = {atari_game(str(run.config.get("env.id"))) for run in runs}
-    if len(games) != 1 or None in games:
-        return None
-    return human_normalized_score(games.pop(), float(finals.mean()))
+    return games.pop() if len(games) == 1 else None
 
 
 def aggregate_tasks(sections: dict[str, dict[str, Any]], keys: Sequence[str], baseline: str | None,
@@ -284,10 +293,21 @@ def aggregate_tasks(sections: dict[str, dict[str, Any]], keys: Sequence[str], ba
         normalized = aggregate_scores(normalize_by_baseline(scores("auc"), baseline), seed=seed)
     except ValueError:  # a baseline AUC <= 0 cannot normalize
         normalized = {}
-    return {"tasks": sorted(complete), "runs_per_task": runs, "baseline": baseline,
-            "groups": {label: {"probability_of_improvement": finals[label].get("probability_of_improvement"),
-                               "iqm_final": finals[label]["iqm"],
-                               "iqm_normalized_auc": normalized.get(label, {}).get("iqm")} for label in labels}}
+    result = {"tasks": sorted(complete), "runs_per_task": runs, "baseline": baseline,
+              "groups": {label: {"probability_of_improvement": finals[label].get("probability_of_improvement"),
+                                 "iqm_final": finals[label]["iqm"],
+                                 "iqm_normalized_auc": normalized.get(label, {}).get("iqm")} for label in labels}}
+    games = [atari_game_of([run for members in sections[task]["groups"].values() for run in members])
+             for task in complete]
+    if None not in games:  # every task an Atari game: the literature's aggregates of human-normalized scores
+        from emdqn.aggregates import score_distribution
+        from emdqn.atari_scores import human_normalized_score
+
+        finals_by_label = scores("final")
+        hns = {label: np.array([[human_normalized_score(game, value) for game, value in zip(games, run)]
+                                for run in finals_by_label[label]]) for label in labels}
+        result["human_normalized"] = score_distribution(hns, seed=seed)
+    return result
 
 
 def plot_curves(path: Path, grid: np.ndarray, curves: dict, groups: dict, keys: Sequence[str],
@@ -332,7 +352,7 @@ def write_table(path: Path, rows: list[dict], keys: Sequence[str], threshold: fl
 
 def write_task_tables(path: Path, sections: dict[str, dict[str, Any]], aggregate: dict[str, Any],
                       keys: Sequence[str], task_key: str, skipped: list[tuple[Path, str]]) -> None:
-    from emdqn.aggregates import format_interval
+    from emdqn.aggregates import DISTRIBUTION_AGGREGATES, format_interval
 
     lines = [f"# Comparison by {', '.join(keys)} over {task_key}", ""]
     if aggregate:
@@ -345,6 +365,14 @@ def write_task_tables(path: Path, sections: dict[str, dict[str, Any]], aggregate
             cells = [format_interval(values[name]) if values[name] else "—"
                      for name in ("probability_of_improvement", "iqm_final", "iqm_normalized_auc")]
             lines.append(f"| {label} | {' | '.join(cells)} |")
+        lines.append("")
+    if aggregate.get("human_normalized"):
+        lines += [f"Human-normalized final return (HNS) across the {len(aggregate['tasks'])} Atari games, "
+                  "95% stratified-bootstrap intervals (rliable); optimality gap: mean of 1 - min(HNS, 1).", "",
+                  "| group | median HNS | IQM HNS | mean HNS | optimality gap |", "|---|---|---|---|---|"]
+        for label, values in aggregate["human_normalized"].items():
+            lines.append(f"| {label} | " + " | ".join(format_interval(values[name]) for name in DISTRIBUTION_AGGREGATES)
+                         + " |")
         lines.append("")
     for task, section in sections.items():
         lines += [f"## {task}", ""] + table_lines(section["rows"], section["threshold"], section["horizon"]) + [""]

@@ -66,3 +66,26 @@ def test_atari_runs_get_a_human_normalized_column(tmp_path):
     final = row["final"][0]
     assert row["hns"] == pytest.approx((final + 20.7) / 35.3)
     assert "human-normalized final" in (tmp_path / "out" / "comparison.md").read_text()
+
+
+def test_atari_suites_get_human_normalized_aggregates(tmp_path):
+    # Two games, HNS known by construction: lambda 0.1 scores human level (HNS 1) on every run,
+    # lambda 0 scores random level (HNS 0).
+    for game, env_id, (random, human) in (("pong", "PongNoFrameskip-v4", (-20.7, 14.6)),
+                                          ("breakout", "BreakoutNoFrameskip-v4", (1.7, 30.5))):
+        for seed in range(3):
+            for lam, level in ((0.0, random), (0.1, human)):
+                folder = tmp_path / f"{game}_{lam}_s{seed}"
+                write_run(folder, game, lam, seed, level)
+                config = OmegaConf.load(folder / "config.yaml")
+                config.env.id = env_id
+                OmegaConf.save(config, folder / "config.yaml")
+    result = compare([tmp_path], tmp_path / "out", tasks="env.id", window=1)
+    hns = result["aggregate"]["human_normalized"]
+    # window=1: the final return is the last game's, level + 0.19.
+    expected = {"breakout": 0.19 / 28.8, "pong": 0.19 / 35.3}
+    assert hns["lambda=0.1"]["median"][0] == pytest.approx(1 + (expected["breakout"] + expected["pong"]) / 2)
+    assert hns["lambda=0.0"]["mean"][0] == pytest.approx((expected["breakout"] + expected["pong"]) / 2)
+    assert hns["lambda=0.1"]["optimality_gap"][0] == pytest.approx(0.0)
+    assert hns["lambda=0.0"]["optimality_gap"][0] == pytest.approx(1 - (expected["breakout"] + expected["pong"]) / 2)
+    assert "| lambda=0.1 |" in (tmp_path / "out" / "comparison.md").read_text().split("optimality gap |")[1]
