@@ -16,24 +16,8 @@ How it differs from the original code, and why:
   (multiples of 2^-16). With uint8 observations every product and partial sum is then
   exactly representable in float64, so the key of an observation is bit-identical whatever
   batch it is projected in or whatever order BLAS sums in.
-* **No stale window.** The original rebuilt its k-d trees every 40k steps, so entries
-  written in between were invisible (and duplicated). Here every write is indexed at once:
-  the index is a short list of immutable cKDTree *levels* (a log-structured merge with
-  leveling). Level t holds at most ``base_level_size * merge_ratio**(t+1)`` entries; a
-  write is merged into level 0, and a level that overflows is carried into the next one,
-  all in one rebuild. Each entry is rebuilt about ``merge_ratio / 2`` times per level, so
-  the rebuild cost stays amortized and there are only log(n) levels to query.
-* **One query per level per batch.** A level indexes all actions together: each point is
-  ``(key, action * ACTION_SEPARATION)``, so a neighbour of another action is at least
-  1e12 away and is never accepted. Capacity and LRU stay per action, as in the original's
-  one table per action.
-* **Trees never alias written arrays.** A level's points are never written after its tree
-  is built; values and LRU clocks (0 = evicted) live in separate arrays.
-* **Duplicate checks by hash.** A write finds stored (key, action) pairs by a binary search
-  over each level's sorted 32-bit hashes of the exact key bytes, not a tree query per key.
-  Keys of uint8 observations are bit-exact (above), so this is the exact-match rule; keys
-  that differ by less than ``tolerance`` without being identical are stored separately
-  and a lookup returns the nearest.
+* **An index that sees every write at once**, searched by exact key bytes: see
+  :mod:`emdqn.memory_index`.
 * **LRU without an O(capacity) scan per insert.** When an action's table overflows, its
   least-recently-used entries are evicted in one vectorized pass that takes out at least
   ``evict_fraction`` of the capacity, so the scan is paid once per many inserts.
@@ -47,60 +31,12 @@ from typing import Any, Sequence
 
 import numpy as np
 from scipy.signal import lfilter
-from scipy.spatial import cKDTree
+
+from emdqn.memory_index import TreeLevel, find_equal, find_within
 
 MATCH_MODES = ("exact", "knn")
 ACTION_SEPARATION = 1e12
 _PROJECTION_SCALE = 2.0 ** 16
-
-
-def _hash_points(points: np.ndarray) -> np.ndarray:
-    """A 32-bit hash of each row's exact float64 bytes (for duplicate checks on write)."""
-    words = np.ascontiguousarray(points, dtype=np.float64).view(np.uint64)
-    h = np.full(len(words), 0x9E3779B97F4A7C15, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for column in range(words.shape[1]):
-            h ^= words[:, column]
-            h *= np.uint64(0xBF58476D1CE4E5B9)
-            h ^= h >> np.uint64(31)
-    return (h >> np.uint64(32)).astype(np.uint32)
-
-
-class _Level:
-    """An immutable cKDTree over points, with mutable values, LRU clocks and visit counts.
-
-    Entries are stored in the order of their hash, so ``hashes`` is sorted and a duplicate
-    check is a binary search. A clock of 0 marks an evicted entry (clocks start at 1).
-    ``visits`` counts the episode steps whose return was max-updated into the entry.
-    """
-
-    __slots__ = ("points", "tree", "values", "last_used", "visits", "hashes", "num_alive")
-
-    def __init__(self, points: np.ndarray, values: np.ndarray, last_used: np.ndarray, visits: np.ndarray,
-                 leafsize: int):
-        hashes = _hash_points(points)
-        order = np.argsort(hashes, kind="stable")
-        self.hashes = hashes[order]
-        self.points = np.ascontiguousarray(np.asarray(points, dtype=np.float64)[order])
-        # copy_data=False is safe: self.points is never written after this line.
-        self.tree = cKDTree(self.points, leafsize=leafsize, compact_nodes=False, balanced_tree=False,
-                            copy_data=False)
-        self.values = np.asarray(values, dtype=np.float32)[order]
-        self.last_used = np.asarray(last_used, dtype=np.uint32)[order]
-        self.visits = np.asarray(visits, dtype=np.uint32)[order]
-        self.num_alive = int(np.count_nonzero(self.last_used))
-
-    @property
-    def alive(self) -> np.ndarray:
-        return self.last_used != 0
-
-    def __len__(self) -> int:
-        return len(self.points)
-
-    def nbytes(self) -> int:
-        node_bytes = self.tree.size * 72  # ckdtreenode: 9 eight-byte fields
-        return (self.points.nbytes + self.tree.indices.nbytes + node_bytes + self.values.nbytes
-                + self.last_used.nbytes + self.visits.nbytes + self.hashes.nbytes)
 
 
 class EpisodicMemory:
@@ -163,7 +99,7 @@ class EpisodicMemory:
         obs_dim = int(math.prod(self.obs_shape))
         gaussian = np.random.default_rng(seed).normal(0.0, 1.0 / math.sqrt(self.key_dim), (obs_dim, self.key_dim))
         self.projection = np.round(gaussian * _PROJECTION_SCALE) / _PROJECTION_SCALE
-        self.levels: list[_Level | None] = []  # index = level; None = empty level
+        self.levels: list[TreeLevel | None] = []  # index = level; None = empty level
         self.counts = np.zeros(self.num_actions, dtype=np.int64)
         self.clock = 0
         self.rebuild_seconds = 0.0  # total time spent building trees
@@ -207,49 +143,6 @@ class EpisodicMemory:
         return points
 
     # ------------------------------------------------------------------ reading
-    def _find_exact(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(level index, entry index) of the live entry equal to each point; -1 where none."""
-        level_of = np.full(len(points), -1, dtype=np.int64)
-        entry_of = np.full(len(points), -1, dtype=np.int64)
-        for level_index, level in self._live_levels():
-            # Big batches (episode writes) use every core; a training batch stays on one.
-            workers = -1 if len(points) >= 256 else 1
-            distance, entry = level.tree.query(points, k=1, distance_upper_bound=self._exact_bound, workers=workers)
-            hit = np.isfinite(distance)
-            hit[hit] = level.last_used[entry[hit]] != 0
-            level_of[hit] = level_index
-            entry_of[hit] = entry[hit]
-        return level_of, entry_of
-
-    def _find_equal(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Like ``_find_exact`` for bit-identical points, by binary search on hashes.
-
-        Writes check every level for duplicates; a hash search costs a fraction of a tree
-        query, which keeps episode writes cheap on tables of millions of entries.
-        """
-        level_of = np.full(len(points), -1, dtype=np.int64)
-        entry_of = np.full(len(points), -1, dtype=np.int64)
-        hashes = _hash_points(points)
-        # Largest level first: it holds most entries, so most hits end the search early.
-        for level_index, level in reversed(self._live_levels()):
-            pending = np.flatnonzero(level_of < 0)  # a (key, action) is stored once at most
-            if not pending.size:
-                break
-            position = np.zeros(len(points), dtype=np.int64)
-            position[pending] = np.searchsorted(level.hashes, hashes[pending])
-            while pending.size:  # walk runs of equal hashes (collisions are rare)
-                candidate = position[pending]
-                inside = candidate < len(level)
-                pending, candidate = pending[inside], candidate[inside]
-                same_hash = level.hashes[candidate] == hashes[pending]
-                pending, candidate = pending[same_hash], candidate[same_hash]
-                equal = (level.points[candidate] == points[pending]).all(axis=1) & (level.last_used[candidate] != 0)
-                level_of[pending[equal]] = level_index
-                entry_of[pending[equal]] = candidate[equal]
-                pending = pending[~equal]
-                position[pending] += 1
-        return level_of, entry_of
-
     def lookup(self, keys: np.ndarray, actions: np.ndarray, with_visits: bool = False
                ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
         """H(s, a) and a hit mask for a batch; a miss is value 0 and found False.
@@ -272,10 +165,10 @@ class EpisodicMemory:
         if self.match == "exact":
             # Bit-identical keys (the usual case: lookups use the keys that were written)
             # are found by hash; only the rest go through the trees' tolerance search.
-            level_of, entry_of = self._find_equal(points)
+            level_of, entry_of = find_equal(self._live_levels(), points)
             missing = np.flatnonzero(level_of < 0)
             if self.tolerance > 0 and missing.size:
-                level_of[missing], entry_of[missing] = self._find_exact(points[missing])
+                level_of[missing], entry_of[missing] = find_within(self._live_levels(), points[missing], self._exact_bound)
             for level_index, level in self._live_levels():
                 rows = np.flatnonzero(level_of == level_index)
                 if rows.size:
@@ -344,7 +237,7 @@ class EpisodicMemory:
         visits = np.bincount(inverse, minlength=len(unique_points)).astype(np.uint32)
         self.clock += len(points)
         # Both match modes deduplicate on the exact key, as the original's write does.
-        level_of, entry_of = self._find_equal(unique_points)
+        level_of, entry_of = find_equal(self._live_levels(), unique_points)
         for level_index, level in self._live_levels():
             rows = np.flatnonzero(level_of == level_index)
             if rows.size:
@@ -356,7 +249,7 @@ class EpisodicMemory:
         if new.any():
             self._insert(unique_points[new], best[new], clocks[new], visits[new])
 
-    def _live_levels(self) -> list[tuple[int, _Level]]:
+    def _live_levels(self) -> list[tuple[int, TreeLevel]]:
         return [(index, level) for index, level in enumerate(self.levels) if level is not None]
 
     def _insert(self, points: np.ndarray, values: np.ndarray, clocks: np.ndarray, visits: np.ndarray) -> None:
@@ -394,7 +287,7 @@ class EpisodicMemory:
         start = time.perf_counter()
         points, values, clocks, visits = (np.concatenate(column) if len(parts) > 1 else column[0]
                                           for column in zip(*parts))
-        self.levels[level] = _Level(points, values, clocks, visits, self.leafsize) if len(points) else None
+        self.levels[level] = TreeLevel(points, values, clocks, visits, self.leafsize) if len(points) else None
         self.rebuild_seconds += time.perf_counter() - start
 
     def _evict(self, action: int) -> None:
