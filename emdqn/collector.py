@@ -270,9 +270,9 @@ class Collector:
         if state["env"] is not None:
             self.envs.load_state(state["env"])
         else:  # the games in progress cannot be restored (ale-py's vector env): new ones start
-            self.episodes_not_restored()
+            self._start_new_episodes()
 
-    def episodes_not_restored(self) -> None:
+    def _start_new_episodes(self) -> None:
         """After a resume without the envs' state: new games start, the old episodes end here, unwritten."""
         self.envs.observations = None
         for index in range(self.num_envs):
