@@ -2,24 +2,38 @@
 
     python benchmarks/learn_cartpole.py                   # 5 seeds x 100k env steps
     python benchmarks/learn_cartpole.py --seeds 0 1 --steps 50000
+    python benchmarks/learn_cartpole.py --seeds 0 1 2 3 4 5 6 7 8 9 --jobs 2   # two seeds at a time
 
 Each seed is a full ``train`` run of the ``experiment=cartpole`` preset with
 ``memory=none`` (plain DQN); the figure is the mean return of 10 greedy episodes
-after training. Target: median over 5 seeds >= 450.
+after training. Target: median over the seeds >= 450. With ``--jobs N`` the seeds run N at
+a time, one torch thread each (a seed's result does not depend on what runs beside it).
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from _common import compose_config, quiet_logs
 from _records import REPO_ROOT, metadata_block, write_record
 
 from emdqn.train import train
+
+
+def run_seed(seed: int, steps: int, memory: str, overrides: list[str], folder: str) -> tuple[float, float]:
+    """One seed's greedy evaluation return after training, and its wall time in seconds."""
+    quiet_logs()
+    cfg = compose_config(["experiment=cartpole", f"memory={memory}", f"seed={seed}", f"agent.total_steps={steps}",
+                          "logger=csv", "eval.episodes=10", *overrides])
+    start = time.perf_counter()
+    result = train(cfg, run_dir=Path(folder) / f"seed{seed}")
+    return result, time.perf_counter() - start
 
 
 def main() -> None:
@@ -29,19 +43,22 @@ def main() -> None:
     parser.add_argument("--memory", default="none", help="memory config: none (DQN) or kdtree (EMDQN)")
     parser.add_argument("--record", type=Path, help="write the per-seed values as a result record (JSON), e.g. "
                                                     "benchmarks/results/learn_cartpole.json")
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run at a time (one torch thread each when > 1)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. agent.lr=1e-3")
     args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error(f"--jobs={args.jobs} is not allowed: an integer >= 1")
     quiet_logs()
+    overrides = list(args.overrides) + (["trainer.threads=1"] if args.jobs > 1 else [])
     results = {}
-    with tempfile.TemporaryDirectory() as folder:
-        for seed in args.seeds:
-            cfg = compose_config(["experiment=cartpole", f"memory={args.memory}", f"seed={seed}",
-                                  f"agent.total_steps={args.steps}", "logger=csv", "eval.episodes=10",
-                                  *args.overrides])
-            start = time.perf_counter()
-            results[seed] = train(cfg, run_dir=Path(folder) / f"seed{seed}")
+    with tempfile.TemporaryDirectory() as folder, ProcessPoolExecutor(
+            args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {seed: pool.submit(run_seed, seed, args.steps, args.memory, overrides, folder)
+                   for seed in args.seeds}
+        for seed, future in futures.items():  # printed in seed order as they finish
+            results[seed], seconds = future.result()
             print(f"seed {seed}: eval return {results[seed]:.1f} (10 greedy episodes, {args.steps:,} env steps, "
-                  f"{time.perf_counter() - start:.0f}s)", flush=True)
+                  f"{seconds:.0f}s)", flush=True)
     values = list(results.values())
     print(f"median over {len(values)} seeds: {statistics.median(values):.1f}  "
           f"(min {min(values):.1f}, max {max(values):.1f}); target >= 450")
