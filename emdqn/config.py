@@ -7,15 +7,14 @@ value and what is allowed. ``lambda`` is a Python keyword: read it as ``cfg.memo
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 from omegaconf import DictConfig, OmegaConf
 
+from emdqn.choices import (ATARI_FRAMES, ENV_KINDS, IMAGE_MODELS, LOSSES, MATCH_MODES, MEMORY_AVERAGES,
+                           MINATAR_ACTION_SETS, MINATAR_GAMES, MODEL_NAMES, PADDINGS, PRECISIONS)
+
 DEFAULT_LAMBDA = 0.1  # the paper's and the original code's memory weight
-PRECISIONS = ("32-true", "bf16-mixed")  # trainer.precision values the loss and clipping are correct under
-MODEL_NAMES = ("nature_cnn", "minatar_cnn", "mlp")
-ENV_KINDS = ("atari", "minatar", "classic", "toy_text")
-IMAGE_MODELS = {"nature_cnn": "atari", "minatar_cnn": "minatar"}  # model -> the env kind it is built for
 
 
 class ConfigError(ValueError):
@@ -26,7 +25,18 @@ def _fail(key: str, value: Any, allowed: str) -> None:
     raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
 
 
-def resolve_memory_weights(memory_cfg: Any) -> tuple[float, float, float]:
+class MemoryWeights(NamedTuple):
+    """The loss weights, resolved once from ``memory.alpha``/``lambda``/``beta`` (immutable)."""
+
+    alpha: float
+    beta: float
+    lam: float  # lambda = beta / alpha
+
+    def __str__(self) -> str:
+        return f"alpha={self.alpha:g} beta={self.beta:g} lambda={self.lam:g}"
+
+
+def resolve_memory_weights(memory_cfg: Any) -> MemoryWeights:
     """(alpha, beta, lambda) of the loss alpha * TD + beta * memory term.
 
     Rule: beta = lambda * alpha. Give lambda or beta; giving both is allowed only when they
@@ -43,7 +53,7 @@ def resolve_memory_weights(memory_cfg: Any) -> tuple[float, float, float]:
         if (lam or 0) != 0 or (beta or 0) != 0:
             _fail("memory.lambda" if lam else "memory.beta", lam if lam else beta,
                   "memory=none trains plain DQN, so lambda and beta must be 0; use memory=kdtree for EMDQN")
-        return float(alpha), 0.0, 0.0
+        return MemoryWeights(float(alpha), 0.0, 0.0)
     if lam is None and beta is None:
         lam = DEFAULT_LAMBDA
     if beta is None:
@@ -56,7 +66,7 @@ def resolve_memory_weights(memory_cfg: Any) -> tuple[float, float, float]:
             f"beta must equal lambda * alpha ({lam * alpha!r}). Set only one of lambda and beta.")
     if alpha == 0 and beta == 0:
         raise ConfigError("memory.alpha=0 and memory.beta=0 leave nothing to learn: at least one must be > 0")
-    return float(alpha), float(beta), float(lam)
+    return MemoryWeights(float(alpha), float(beta), float(lam))
 
 
 def register_resolvers() -> None:
@@ -64,7 +74,7 @@ def register_resolvers() -> None:
 
     def effective_lambda(memory_cfg: Any) -> str:
         try:
-            return f"{resolve_memory_weights(memory_cfg)[2]:g}"
+            return f"{resolve_memory_weights(memory_cfg).lam:g}"
         except ConfigError:
             return "invalid"  # validate() reports it with the full message
 
@@ -126,8 +136,8 @@ def validate(cfg: DictConfig) -> None:
     clip = agent.grad_clip_norm
     if clip is not None and (not isinstance(clip, (int, float)) or not clip > 0):
         _fail("agent.grad_clip_norm", clip, "a number > 0, or null for no clipping")
-    if agent.loss not in ("huber", "mse"):
-        _fail("agent.loss", agent.loss, "huber or mse")
+    if agent.loss not in LOSSES:
+        _fail("agent.loss", agent.loss, " or ".join(LOSSES))
     _validate_schedule("agent.exploration.schedule", agent.exploration.schedule, "epsilon", 1.0)
     if agent.get("lr_schedule") is not None:
         _validate_schedule("agent.lr_schedule", agent.lr_schedule, "factor of agent.lr", None)
@@ -136,14 +146,14 @@ def validate(cfg: DictConfig) -> None:
     resolve_memory_weights(memory)
     _positive_int(cfg, "memory.key_dim")
     _positive_int(cfg, "memory.capacity")
-    if memory.match not in ("exact", "knn"):
-        _fail("memory.match", memory.match, "exact or knn")
+    if memory.match not in MATCH_MODES:
+        _fail("memory.match", memory.match, " or ".join(MATCH_MODES))
     k = memory.k
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         _fail("memory.k", k, f"an integer >= 1 (memory.match={memory.match})")
     if memory.match == "exact" and k != 1:
         _fail("memory.k", k, "1 with memory.match=exact (exact matching takes the one equal key); use memory.match=knn")
-    if memory.average not in ("batch", "hits"):
+    if memory.average not in MEMORY_AVERAGES:
         _fail("memory.average", memory.average, "batch (mean over the whole batch, original) or hits")
     if not isinstance(memory.tolerance, (int, float)) or memory.tolerance < 0:
         _fail("memory.tolerance", memory.tolerance, "a number >= 0")
@@ -153,11 +163,9 @@ def validate(cfg: DictConfig) -> None:
     if env.kind not in ENV_KINDS:
         _fail("env.kind", env.kind, ", ".join(ENV_KINDS))
     if env.kind == "minatar":
-        from emdqn.envs import MINATAR_GAMES
-
         if env.game not in MINATAR_GAMES:
             _fail("env.game", env.game, ", ".join(MINATAR_GAMES))
-        if env.action_set not in ("full", "minimal"):
+        if env.action_set not in MINATAR_ACTION_SETS:
             _fail("env.action_set", env.action_set, "full (6 actions, -v0) or minimal (-v1)")
     if OmegaConf.is_missing(env, "id"):
         _fail("env.id", "???", "a gymnasium id such as PongNoFrameskip-v4 (env=atari needs env.id=...)")
@@ -179,7 +187,7 @@ def validate(cfg: DictConfig) -> None:
             _fail("env.kwargs", unsupported, f"with env.num_envs > 1 (ale-py's vector env) only "
                   f"{', '.join(ALE_VECTOR_KWARGS)}; use env.num_envs=1 for the others")
     if env.kind == "atari":
-        if env.get("frame", "resize") not in ("original", "resize"):
+        if env.get("frame", "resize") not in ATARI_FRAMES:
             _fail("env.frame", env.frame, "original (the original code's cropped 84x84 frame) or resize (84x84 "
                   "resize of the whole screen)")
         for key in ("frame_skip", "frame_stack", "screen_size"):
@@ -192,7 +200,7 @@ def validate(cfg: DictConfig) -> None:
     if built_for is not None and env.kind != built_for:
         better = {"atari": "nature_cnn", "minatar": "minatar_cnn"}.get(env.kind, "mlp")
         _fail("model", cfg.model.name, f"{built_for} envs; env={env.name} is a {env.kind} env, use model={better}")
-    if cfg.model.name == "nature_cnn" and cfg.model.padding not in ("same", "valid"):
+    if cfg.model.name == "nature_cnn" and cfg.model.padding not in PADDINGS:
         _fail("model.padding", cfg.model.padding, "same (original TF layout, 7744 features) or valid (3136)")
 
     _positive_int(cfg, "eval.episodes", 0)

@@ -25,6 +25,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from emdqn.choices import ENV_KINDS, MINATAR_GAMES
+
 try:  # ale-py >= 0.9 ships the ROMs; registering is a no-op when already done.
     import ale_py
 
@@ -49,8 +51,6 @@ def _register_minatar() -> None:
 
 _register_minatar()
 
-ENV_KINDS = ("atari", "minatar", "classic", "toy_text")
-MINATAR_GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
 
 
 def minatar_id(game: str, action_set: str = "full") -> str:

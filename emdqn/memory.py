@@ -32,9 +32,9 @@ from typing import Any, Sequence
 import numpy as np
 from scipy.signal import lfilter
 
+from emdqn.choices import MATCH_MODES
 from emdqn.memory_index import TreeLevel, find_equal, find_within
 
-MATCH_MODES = ("exact", "knn")
 ACTION_SEPARATION = 1e12
 _PROJECTION_SCALE = 2.0 ** 16
 

@@ -9,9 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from emdqn.config import MODEL_NAMES
+from emdqn.choices import MODEL_NAMES, PADDINGS
 
-PADDINGS = ("same", "valid")
 
 
 def tf_same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:

@@ -64,6 +64,7 @@ def td_targets(target_network: nn.Module, online_network: nn.Module | None,
 
 
 def elementwise_loss(kind: str, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``kind``: one of :data:`emdqn.choices.LOSSES` (Huber with delta 1, or squared error)."""
     if kind == "huber":
         return F.huber_loss(prediction, target, reduction="none", delta=1.0)
     return F.mse_loss(prediction, target, reduction="none")
