@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 import torch
 
 from emdqn.cadence import Cadence
-from emdqn.config import resolve_memory_weights
+from emdqn.config import MemoryWeights, resolve_memory_weights
 from emdqn.metrics import log_metrics
 from emdqn.networks import build_q_network
 from emdqn.schedules import PiecewiseLinearSchedule
@@ -27,19 +27,21 @@ from emdqn.update import (LOGGED_PARTS, METRIC_NAMES, NonFiniteLossError, apply_
 class EMDQNModule(pl.LightningModule):
     """Online and target Q-networks trained on alpha * TD + beta * memory loss."""
 
-    def __init__(self, cfg: Any, obs_shape: Sequence[int], num_actions: int):
+    def __init__(self, cfg: Any, obs_shape: Sequence[int], num_actions: int,
+                 weights: MemoryWeights | None = None):
+        """``weights``: the run's resolved loss weights (resolved from ``cfg.memory`` if not given)."""
         super().__init__()
         self.agent = cfg.agent
         self.automatic_optimization = False
         self.q_network = build_q_network(cfg.model, obs_shape, num_actions)
         self.target_network = copy.deepcopy(self.q_network).requires_grad_(False)
-        self.alpha, self.beta, self.memory_lambda = resolve_memory_weights(cfg.memory)
+        self.weights = weights if weights is not None else resolve_memory_weights(cfg.memory)
         self._train_q, self._train_target = self.q_network, self.target_network
         if cfg.model.get("compile", False):
             self._train_q = torch.compile(self.q_network)
             self._train_target = torch.compile(self.target_network)
         # Plain values for the hot path (config lookups cost more than small tensor ops).
-        self._loss_settings = {"alpha": self.alpha, "beta": self.beta, "double_q": bool(self.agent.double_q),
+        self._loss_settings = {"alpha": self.weights.alpha, "beta": self.weights.beta, "double_q": bool(self.agent.double_q),
                                "loss": str(self.agent.loss), "average": str(cfg.memory.average)}
         self._grad_clip_norm = self.agent.grad_clip_norm
         # The lr is a function of the env step (not of a scheduler's own counter), so a
@@ -101,7 +103,7 @@ class EMDQNModule(pl.LightningModule):
 
     def _log_losses(self, env_step: int) -> None:
         metrics = {METRIC_NAMES[name]: total / max(self._count, 1) for name, total in self._sums.items()
-                   if self.beta != 0 or not METRIC_NAMES[name].startswith("memory/")}
+                   if self.weights.beta != 0 or not METRIC_NAMES[name].startswith("memory/")}
         log_metrics(self.loggers, metrics, env_step)
         self._sums, self._count = {}, 0
 
@@ -126,6 +128,3 @@ class EMDQNModule(pl.LightningModule):
         self.target_network.load_state_dict(state["target_network"])
         self.pending_optimizer_state = state["optimizer"]
         self.target_sync.last, self.log_cadence.last = int(state["last_target_sync"]), int(state["last_log_step"])
-
-    def memory_weight_summary(self) -> str:
-        return f"alpha={self.alpha:g} beta={self.beta:g} lambda={self.memory_lambda:g}"

@@ -166,9 +166,9 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequenc
         run_path = Path(run_dir or hydra_dir or "outputs/run")
     validate(cfg)
     quiet_third_party_output()
-    _, beta, lam = resolve_memory_weights(cfg.memory)
-    with open_dict(cfg):
-        cfg.memory["lambda"], cfg.memory.beta = lam, beta
+    weights = resolve_memory_weights(cfg.memory)
+    with open_dict(cfg):  # config.yaml and --cfg show the values used
+        cfg.memory["lambda"], cfg.memory.beta = weights.lam, weights.beta
     for message in budget_warnings(cfg):
         log.warning("%s", message)
     if resume_dir:
@@ -179,7 +179,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequenc
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     control = RunControl()
     collector = Collector.from_config(cfg, control)
-    module = EMDQNModule(cfg, collector.envs.observation_shape, collector.envs.num_actions)
+    module = EMDQNModule(cfg, collector.envs.observation_shape, collector.envs.num_actions, weights)
     collector.set_policy(module.q_network)
     check_storage(cfg, collector, run_path)
     prepare_run_dir(run_path, resuming=state is not None)
@@ -201,7 +201,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequenc
     collector.log_to(loggers)
 
     log.info("Run %s in %s: env=%s, %s, memory=%s, %s actions, %s env steps", run_name(cfg), run_path,
-             cfg.env.id, module.memory_weight_summary(), cfg.memory.name, collector.envs.num_actions,
+             cfg.env.id, weights, cfg.memory.name, collector.envs.num_actions,
              f"{cfg.agent.total_steps:,}")
     trainer = pl.Trainer(
         accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, precision=cfg.trainer.precision,
