@@ -1,7 +1,6 @@
 """The RL loop without Lightning, and the one cadence rule everything periodic follows."""
 
 import numpy as np
-import pytest
 import torch
 from torch import nn
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from emdqn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from emdqn.collector import Collector, greedy_actions
+from emdqn.collector import Collector
 from emdqn.module import EMDQNModule
 from tests.conftest import ROOT, compose_config, run_train
 
