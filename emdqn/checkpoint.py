@@ -3,11 +3,12 @@
 ``last.ckpt`` (torch.save) holds the networks, the optimizer, every counter, the RNG
 states, the environments (pickled, with the emulator state including its RNG; ale-py's
 vector env cannot be saved, so with it a resumed run starts new games), the episodes in
-progress and the episodic memory. The replay buffer is written beside it as its own
-``replay_<env step>.npz`` (it is ~7 GB for a 1M Atari buffer), before the checkpoint that
-names it; older replay files are removed only after the new checkpoint is in place. Each
-file is written to a temporary name and renamed, so a kill while saving leaves the
-previous checkpoint loadable.
+progress and the episodic memory. The replay buffer is written beside it in chunk files
+under ``replay/`` (up to 7 GB for a 1M Atari buffer), each rewritten only when the buffer
+changed in it since the previous checkpoint (:mod:`emdqn.replay_files`), before the
+checkpoint that names them; files no checkpoint names are removed only after the new
+checkpoint is in place. Each file is written to a temporary name and renamed, so a kill
+while saving leaves the previous checkpoint loadable.
 
 ``last.ckpt`` holds pickled objects, so loading it runs code: a checkpoint is trusted like
 code. ``last.json`` beside it records that emdqn wrote it, with its SHA-256; resume refuses
@@ -30,13 +31,16 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from emdqn.replay_files import ReplayFilesPlan, load_replay, remove_unnamed, replay_bytes
+
 log = logging.getLogger("emdqn")
 
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_FILE = "last.ckpt"
 METADATA_FILE = "last.json"
 WEIGHTS_PATTERN = "weights_*.pt"
-FORMAT_VERSION = 3  # 3: the module's and the collector's own states
+FORMAT_VERSION = 4  # 3: the module's and the collector's own states; 4: the replay in chunk files
+READABLE_FORMATS = (3, 4)  # a format-3 checkpoint's replay is one replay_<step>.npz
 
 
 @contextmanager
@@ -84,6 +88,13 @@ def weights_path(run_dir: str | os.PathLike, env_steps: int) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / f"weights_{env_steps}.pt"
 
 
+def save_best_weights(run_dir: str | os.PathLike, tensors: dict[str, torch.Tensor]) -> Path:
+    """The best network of the periodic evaluations (``eval.keep_best``), tensors only."""
+    path = Path(run_dir) / CHECKPOINT_DIR / "weights_best.pt"
+    _atomic_torch_save(tensors, path)
+    return path
+
+
 def latest_weights(run_dir: str | os.PathLike) -> tuple[Path, int] | None:
     """The newest weights-only file of a run and its env step, or None."""
     found = []
@@ -101,20 +112,20 @@ def save_checkpoint(run_dir: str | os.PathLike, module: Any, collector: Any, sav
     """Write a resumable checkpoint of the run (the module's and the collector's state); returns its path."""
     directory = Path(run_dir) / CHECKPOINT_DIR
     directory.mkdir(parents=True, exist_ok=True)
-    replay_file = None
+    replay_index = None
     replay_meta = None
     if save_replay:
-        replay_file = f"replay_{collector.env_steps}.npz"
         replay_state = collector.replay.state_dict()
-        with reporting("Saving the replay buffer", sum(a.nbytes for a in replay_state["arrays"].values())):
-            _atomic_write(directory / replay_file, lambda file: np.savez(file, **replay_state["arrays"]))
+        plan = ReplayFilesPlan(directory, collector.env_steps, replay_state, previous_replay_index(directory))
+        with reporting("Saving the replay buffer's changed part", plan.bytes_to_write):
+            replay_index = plan.write(_atomic_write)
         replay_meta = {key: value for key, value in replay_state.items() if key != "arrays"}
     state = {
         "format": FORMAT_VERSION,
         "env_steps": collector.env_steps,
         "module": module.training_state(),
         "collector": collector.state_dict(),
-        "replay_file": replay_file,
+        "replay_index": replay_index,
         "replay_meta": replay_meta,
         "torch_rng": torch.get_rng_state(),
     }
@@ -124,12 +135,22 @@ def save_checkpoint(run_dir: str | os.PathLike, module: Any, collector: Any, sav
     path = directory / CHECKPOINT_FILE
     _atomic_torch_save(state, path)
     metadata = {"written_by": "emdqn", "format": FORMAT_VERSION, "env_steps": collector.env_steps,
-                "sha256": file_sha256(path), "weights": weights.name}
+                "sha256": file_sha256(path), "weights": weights.name, "replay": replay_index}
     _atomic_write(directory / METADATA_FILE, lambda file: file.write(json.dumps(metadata, indent=1).encode()))
-    for old in [*directory.glob("replay_*.npz"), *directory.glob(WEIGHTS_PATTERN)]:
-        if old.name not in (replay_file, weights.name):
+    remove_unnamed(directory, replay_index)
+    for old in [*directory.glob("replay_*.npz"), *directory.glob(WEIGHTS_PATTERN)]:  # npz: format 3
+        if old.name not in (weights.name, "weights_best.pt"):
             old.unlink()
     return path
+
+
+def previous_replay_index(directory: Path) -> dict[str, Any] | None:
+    """The replay files of the checkpoint in ``directory`` (from its metadata), or None."""
+    try:
+        metadata = json.loads((directory / METADATA_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return metadata.get("replay") if isinstance(metadata, dict) else None
 
 
 def load_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -153,7 +174,7 @@ def load_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:
         raise CheckpointError(f"checkpoint {path} is corrupted or unreadable ({type(error).__name__}: {error})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
+    if not isinstance(state, dict) or state.get("format") not in READABLE_FORMATS:
         raise CheckpointError(f"checkpoint {path} has an incompatible format "
                               f"(found {state.get('format') if isinstance(state, dict) else type(state)}, "
                               f"need {FORMAT_VERSION})")
@@ -168,18 +189,34 @@ def restore(state: dict[str, Any], module: Any, collector: Any) -> None:
         module.load_training_state(state["module"])
     except RuntimeError as error:
         raise CheckpointError(f"checkpoint {path} does not fit this model: {error}") from None
-    if state["replay_file"] is not None:
-        replay_path = path.parent / state["replay_file"]
+    arrays = saved_replay(state)
+    if arrays is not None:
         try:
-            with reporting("Loading the replay buffer", replay_path.stat().st_size), np.load(replay_path) as arrays:
-                collector.replay.load_state_dict({"arrays": dict(arrays), **state["replay_meta"]})
-        except (OSError, ValueError, KeyError) as error:
-            raise CheckpointError(f"replay file {replay_path} of checkpoint {path} cannot be loaded: {error}") from None
+            collector.replay.load_state_dict({"arrays": arrays, **state["replay_meta"]})
+        except (ValueError, KeyError) as error:
+            raise CheckpointError(f"the replay of checkpoint {path} does not fit this run: {error}") from None
     # After the replay: games that cannot be restored close their episodes in it.
     try:
         collector.load_state_dict(state["collector"])
     except ValueError as error:
         raise CheckpointError(f"checkpoint {path}: {error}") from None
-    if state["replay_file"] is None:
+    if arrays is None:
         collector.replay_not_restored()
     torch.set_rng_state(state["torch_rng"])
+
+
+def saved_replay(state: dict[str, Any]) -> dict[str, np.ndarray] | None:
+    """The replay arrays a loaded checkpoint names (None when it was saved without them)."""
+    directory = state["path"].parent
+    index, old_file = state.get("replay_index"), state.get("replay_file")
+    if index is None and old_file is None:
+        return None
+    try:
+        if index is not None:
+            with reporting("Loading the replay buffer", replay_bytes(directory, index)):
+                return load_replay(directory, index)
+        with reporting("Loading the replay buffer", (directory / old_file).stat().st_size), \
+                np.load(directory / old_file) as arrays:
+            return dict(arrays)
+    except (OSError, ValueError, KeyError) as error:
+        raise CheckpointError(f"the replay files of checkpoint {state['path']} cannot be loaded: {error}") from None

@@ -52,6 +52,9 @@ class EMDQNModule(pl.LightningModule):
         self.target_sync = Cadence(int(self.agent.target_update))
         self.log_cadence = Cadence(int(cfg.trainer.log_every_steps))
         self.pending_optimizer_state: dict[str, Any] | None = None
+        # With eval.keep_best: the online network of the best periodic evaluation so far.
+        self.best_return, self.best_step = -math.inf, -1
+        self.best_network: dict[str, torch.Tensor] | None = None
         self._sums: dict[str, float] = {}
         self._count = 0
         self._last_env_step = 0
@@ -107,6 +110,14 @@ class EMDQNModule(pl.LightningModule):
         log_metrics(self.loggers, metrics, env_step)
         self._sums, self._count = {}, 0
 
+    def remember_if_best(self, mean_return: float, env_step: int) -> bool:
+        """Keep a copy of the online network when an evaluation is the best so far (a tie: the later)."""
+        if mean_return < self.best_return:
+            return False
+        self.best_return, self.best_step = float(mean_return), int(env_step)
+        self.best_network = {name: tensor.detach().clone() for name, tensor in self.q_network.state_dict().items()}
+        return True
+
     def on_train_end(self) -> None:
         if self._count:
             self._log_losses(self._last_env_step)
@@ -120,7 +131,8 @@ class EMDQNModule(pl.LightningModule):
             optimizers = []
         return {"q_network": self.q_network.state_dict(), "target_network": self.target_network.state_dict(),
                 "optimizer": optimizers[0].state_dict() if optimizers else self.pending_optimizer_state,
-                "last_target_sync": self.target_sync.last, "last_log_step": self.log_cadence.last}
+                "last_target_sync": self.target_sync.last, "last_log_step": self.log_cadence.last,
+                "best": {"return": self.best_return, "step": self.best_step, "network": self.best_network}}
 
     def load_training_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`training_state`; the optimizer state follows when training starts."""
@@ -128,3 +140,5 @@ class EMDQNModule(pl.LightningModule):
         self.target_network.load_state_dict(state["target_network"])
         self.pending_optimizer_state = state["optimizer"]
         self.target_sync.last, self.log_cadence.last = int(state["last_target_sync"]), int(state["last_log_step"])
+        best = state.get("best") or {"return": -math.inf, "step": -1, "network": None}
+        self.best_return, self.best_step, self.best_network = best["return"], best["step"], best["network"]

@@ -59,6 +59,7 @@ class ReplayBuffer:
         self.filled = 0          # slots written so far, capped at capacity
         self.current = -1        # slot of the observation the agent acts from; -1 = new episode
         self.num_transitions = 0  # transitions added in total (a counter, not a size)
+        self.slots_written = 0    # frames written in total: which slots changed since a checkpoint
 
     # ------------------------------------------------------------------ writing
     def _write_frame(self, obs: np.ndarray, episode_pos: int) -> int:
@@ -68,6 +69,7 @@ class ReplayBuffer:
         self.has_transition[slot] = False
         self.cursor = (slot + 1) % self.capacity
         self.filled = min(self.filled + 1, self.capacity)
+        self.slots_written += 1
         return slot
 
     def add(self, obs: np.ndarray, action: int, reward: float, next_obs: np.ndarray,
@@ -189,8 +191,9 @@ class ReplayBuffer:
         """The filled slots only (a checkpoint early in a run is small)."""
         return {
             "arrays": {name: getattr(self, name)[:self.filled] for name in self._array_names},
-            "cursor": self.cursor, "filled": self.filled, "current": self.current,
-            "num_transitions": self.num_transitions, "rng": self.rng.bit_generator.state,
+            "capacity": self.capacity, "cursor": self.cursor, "filled": self.filled, "current": self.current,
+            "num_transitions": self.num_transitions, "slots_written": self.slots_written,
+            "rng": self.rng.bit_generator.state,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -202,6 +205,9 @@ class ReplayBuffer:
             own[:len(array)] = array
         self.cursor, self.filled = int(state["cursor"]), int(state["filled"])
         self.current, self.num_transitions = int(state["current"]), int(state["num_transitions"])
+        # Only differences between checkpoints matter; an older checkpoint has no chunk files
+        # to keep, so the next checkpoint writes every slot whatever this counter says.
+        self.slots_written = int(state.get("slots_written", 0))
         self.rng.bit_generator.state = state["rng"]
 
     _array_names = ("frames", "actions", "rewards", "terminated", "truncated", "episode_pos",

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from emdqn.cadence import Cadence
-from emdqn.checkpoint import checkpoint_path, load_checkpoint, restore, save_checkpoint
+from emdqn.checkpoint import checkpoint_path, load_checkpoint, restore, save_best_weights, save_checkpoint
 from emdqn.cli import quiet_third_party_output
 from emdqn.config import ConfigError, budget_warnings, resolve_memory_weights, validate
 from emdqn.collector import Collector, RunControl
@@ -235,8 +235,18 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequenc
 
 def final_evaluation(cfg: DictConfig, run_dir: Path, module: EMDQNModule, collector: Collector,
                      loggers: list[Any]) -> float:
-    """Greedy evaluation after training; falls back to the recent training return."""
+    """Greedy evaluation after training; falls back to the recent training return.
+
+    With ``eval.keep_best`` it evaluates, on episodes of its own, the network that scored
+    best in the periodic evaluations (saved as ``checkpoints/weights_best.pt``).
+    """
     if cfg.eval.episodes > 0:
+        if cfg.eval.get("keep_best") and module.best_network is not None:
+            path = save_best_weights(run_dir, module.best_network)
+            module.q_network.load_state_dict(module.best_network)
+            log.info("Evaluating the best network: env step %s (periodic evaluation return %.2f), saved as %s",
+                     f"{module.best_step:,}", module.best_return, path)
+            log_metrics(loggers, {"eval/best_step": module.best_step}, collector.env_steps)
         start = time.perf_counter()
         returns = evaluate(module.q_network, cfg.env, cfg.eval.episodes, cfg.eval.epsilon, seed=cfg.seed + 10_000,
                            **video_options(cfg, run_dir, collector.env_steps))
@@ -279,6 +289,8 @@ class PeriodicWork(pl.Callback):
                                seed=self.cfg.seed + 10_000 + step, **video_options(self.cfg, self.run_dir, step))
             mean = float(np.mean(returns))
             log_metrics(trainer.loggers, {"eval/episodic_return": mean}, step)
+            if self.cfg.eval.get("keep_best"):
+                module.remember_if_best(mean, step)
             target = self.cfg.eval.get("stop_at_return")
             if target is not None and mean >= target:
                 log.info("Evaluation return %.2f reached eval.stop_at_return=%s at env step %s: done",

@@ -3,9 +3,9 @@
 import re
 import time
 
-import numpy as np
 import pytest
 
+from emdqn.checkpoint import load_checkpoint, saved_replay
 from emdqn.config import budget_warnings
 from tests.conftest import compose_config, run_train
 
@@ -72,7 +72,7 @@ def test_an_early_pong_checkpoint_writes_only_the_filled_replay(tmp_path):
     run_train(["env=pong", "buffer.capacity=100000", "memory.capacity=1000", "agent.total_steps=2000",
                "agent.learning_starts=1000", "eval.episodes=0", "logger=csv", f"hydra.run.dir={run_dir}"],
               cwd=tmp_path)
-    replay_files = list((run_dir / "checkpoints").glob("replay_*.npz"))
-    assert len(replay_files) == 1 and replay_files[0].stat().st_size < 20_000_000
-    with np.load(replay_files[0]) as arrays:
-        assert len(arrays["env0_frames"]) <= 2000 + 100  # filled slots only: transitions + episode starts
+    replay_files = list((run_dir / "checkpoints" / "replay").iterdir())
+    assert sum(path.stat().st_size for path in replay_files) < 20_000_000
+    arrays = saved_replay(load_checkpoint(run_dir))
+    assert len(arrays["env0_frames"]) <= 2000 + 100  # filled slots only: transitions + episode starts

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from emdqn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from emdqn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, saved_replay
 from emdqn.collector import Collector
 from emdqn.module import EMDQNModule
 from tests.conftest import ROOT, compose_config, run_train
@@ -25,9 +25,8 @@ RUN = ["env=cartpole", "model=mlp", "agent.total_steps=3000", "agent.learning_st
 
 
 def final_state(run_dir):
-    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
-    replay = np.load(run_dir / "checkpoints" / state["replay_file"])
-    return state, replay
+    state = load_checkpoint(run_dir)
+    return state, saved_replay(state)
 
 
 def start_and_stop(run_dir, stop_after_step):
@@ -125,7 +124,7 @@ def test_a_kill_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, m
     monkeypatch.undo()
     state = load_checkpoint(tmp_path)
     assert state["env_steps"] == 50
-    assert (tmp_path / "checkpoints" / state["replay_file"]).exists()
+    assert saved_replay(state)["env0_frames"].shape[0] > 0  # the previous checkpoint's replay files are intact
 
 
 def test_a_corrupted_checkpoint_names_the_file(tmp_path):
@@ -190,3 +189,35 @@ def test_a_run_extended_by_resume_ends_with_the_memory_of_one_uninterrupted_run(
         np.testing.assert_array_equal(extended["collector"]["memory"][key], straight["collector"]["memory"][key])
     assert extended["collector"]["memory"]["clock"] == straight["collector"]["memory"]["clock"]
     assert extended["collector"]["episode_keys"][0], "an episode was in progress at the end of both runs"
+
+
+def test_a_checkpoint_rewrites_only_the_replay_chunks_that_changed(tmp_path, monkeypatch):
+    import emdqn.replay_files
+
+    monkeypatch.setattr(emdqn.replay_files, "CHUNK_SLOTS", 16)
+    collector, module = small_parts()  # 100 slots: chunks 0-6 of 16 slots
+
+    def saved_files():
+        return {path.name for path in (tmp_path / "checkpoints" / "replay").iterdir()}
+
+    def step_and_save(steps):
+        for _ in range(steps):
+            collector.play_step()
+        save_checkpoint(tmp_path, module, collector)
+        state = load_checkpoint(tmp_path)
+        arrays = saved_replay(state)
+        stream = collector.replay.streams[0]
+        for name, array in arrays.items():  # what the files hold is the buffer, slot for slot
+            assert np.array_equal(array, getattr(stream, name.removeprefix("env0_"))[:stream.filled]), name
+        return state["env_steps"]
+
+    first = step_and_save(40)
+    before = saved_files()
+    assert {name.split(".")[1] for name in before if name.startswith("env0_frames")} == {"c0000", "c0001", "c0002"}
+    second = step_and_save(5)
+    frames = sorted(name for name in saved_files() if name.startswith("env0_frames"))
+    # Chunks 0 and 1 hold no slot written since the first checkpoint: their files are kept.
+    assert frames[:2] == [f"env0_frames.c0000.s{first}.npy", f"env0_frames.c0001.s{first}.npy"]
+    assert frames[2] == f"env0_frames.c0002.s{second}.npy" and len(frames) == 3
+    step_and_save(200)  # the buffer wraps: every chunk is rewritten, none of the old files is left
+    assert not saved_files() & before

@@ -36,7 +36,8 @@ def test_pong_run_writes_config_metrics_checkpoint_and_wandb(tmp_path):
     assert all(float(row["charts/frames"]) == 4 * int(row["step"]) for row in loop_rows)
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert state["env_steps"] == 400
-    assert (run_dir / "checkpoints" / "replay_400.npz").exists()
+    assert [path.name for path in (run_dir / "checkpoints" / "replay").glob("env0_frames.*")] == \
+        ["env0_frames.c0000.s400.npy"]
     assert list((run_dir / "wandb").glob("offline-run-*")), "an offline W&B run is written"
 
 
@@ -94,3 +95,19 @@ def test_lr_schedule_sets_the_learning_rate_by_env_step(tmp_path):
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     # The last gradient step is at env step 600: half way down the factor's line.
     assert state["module"]["optimizer"]["param_groups"][0]["lr"] == 1e-3 * 0.5
+
+
+def test_keep_best_evaluates_the_best_periodic_network_and_saves_it(tmp_path):
+    run_dir = tmp_path / "best"
+    result = run_train(CARTPOLE_TINY + [f"hydra.run.dir={run_dir}", "logger=csv", "eval.every_steps=200",
+                                        "eval.keep_best=true"], cwd=tmp_path)
+    rows = read_rows(run_dir)
+    periodic = {int(row["step"]): float(row["eval/episodic_return"]) for row in rows  # the final one has a std
+                if row["eval/episodic_return"] and not row["eval/episodic_return_std"]}
+    assert sorted(periodic) == [200, 400, 600]
+    best_step = max(step for step, value in periodic.items() if value == max(periodic.values()))
+    assert f"Evaluating the best network: env step {best_step:,}" in result.stdout + result.stderr
+    assert [int(float(row["eval/best_step"])) for row in rows if row.get("eval/best_step")] == [best_step]
+    best = torch.load(run_dir / "checkpoints" / "weights_best.pt", weights_only=True)
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert all(torch.equal(best[name], tensor) for name, tensor in state["module"]["best"]["network"].items())

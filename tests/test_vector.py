@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from emdqn.checkpoint import load_checkpoint, restore, save_checkpoint
+from emdqn.checkpoint import load_checkpoint, restore, save_checkpoint, saved_replay
 from emdqn.config import ConfigError, validate
 from emdqn.collector import Collector, greedy_actions
 from emdqn.module import EMDQNModule
@@ -72,8 +72,8 @@ def test_pong_with_four_envs_trains_end_to_end_and_counts_env_steps(tmp_path):
     assert state["env_steps"] == 400
     # one update per 4 env steps from step 200 to 400, as with one env
     assert optimizer_steps(state) == len(range(200, 401, 4))
-    with np.load(run_dir / "checkpoints" / state["replay_file"]) as replay:
-        stored = sum(int(replay[f"env{index}_has_transition"].sum()) for index in range(4))
+    replay = saved_replay(state)
+    stored = sum(int(replay[f"env{index}_has_transition"].sum()) for index in range(4))
     assert stored == 400
     assert state["collector"]["memory"] is not None
 

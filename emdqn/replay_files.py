@@ -1,0 +1,110 @@
+"""The replay buffer on disk: chunk files, rewritten only where the buffer changed.
+
+Each replay array (per env: frames, actions, rewards, flags, memory keys) is cut into
+chunks of ``chunk_slots`` slots, one ``.npy`` file each in ``<run>/checkpoints/replay/``,
+named by array, chunk and the env step that wrote it. A checkpoint writes the chunks that
+hold a slot written since the previous checkpoint and names the previous checkpoint's
+files for the others, so its cost follows what changed (250k new Atari frames: ~1.8 GB)
+rather than the buffer's size (up to 7 GB). New files are written before the checkpoint
+that names them and files no checkpoint names are removed after it, so a kill while saving
+leaves the previous checkpoint loadable.
+
+    plan = ReplayFilesPlan(directory, tag, replay_state, previous_index)
+    plan.bytes_to_write          # for a progress line
+    index = plan.write(write_atomically)
+    arrays = load_replay(directory, index)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+REPLAY_DIR = "replay"
+CHUNK_SLOTS = 1 << 15  # 32,768 slots: 231 MB of 84x84 frames per chunk
+
+
+def changed_chunks(filled: int, slots_written: int, previous_written: int | None, capacity: int,
+                   chunk_slots: int) -> set[int]:
+    """Chunks of one env's buffer that differ from the previous checkpoint's files.
+
+    Frame ``w`` (counting every frame ever written) lives in slot ``w % capacity``. Since
+    the previous checkpoint, frames ``previous_written ..`` were written, and the slot of
+    the frame before them may have received its action and reward.
+    """
+    count = max(1, -(-filled // chunk_slots))
+    if previous_written is None or slots_written < previous_written or \
+            slots_written - previous_written + 1 >= capacity:
+        return set(range(count))
+    slots = np.arange(max(previous_written - 1, 0), slots_written) % capacity
+    return {int(chunk) for chunk in np.unique(slots // chunk_slots)}
+
+
+class ReplayFilesPlan:
+    """Which chunk files a checkpoint of ``replay_state`` (``MultiEnvReplay.state_dict()``)
+    writes and which it keeps from the checkpoint ``previous`` (its index, or None)."""
+
+    def __init__(self, directory: Path, tag: int, replay_state: dict[str, Any], previous: dict[str, Any] | None,
+                 chunk_slots: int | None = None):
+        self.folder = directory / REPLAY_DIR
+        self.chunk_slots = chunk_slots = chunk_slots or CHUNK_SLOTS
+        self.slots_written = [int(stream["slots_written"]) for stream in replay_state["streams"]]
+        usable = (previous is not None and previous.get("chunk_slots") == chunk_slots
+                  and len(previous["slots_written"]) == len(self.slots_written)
+                  and all((self.folder / name).exists() for names in previous["files"].values() for name in names))
+        self.files: dict[str, list[str]] = {}
+        self.to_write: list[tuple[str, np.ndarray]] = []
+        for index, stream in enumerate(replay_state["streams"]):
+            changed = changed_chunks(int(stream["filled"]), self.slots_written[index],
+                                     previous["slots_written"][index] if usable else None, int(stream["capacity"]),
+                                     chunk_slots)
+            prefix = f"env{index}_"
+            for name, array in replay_state["arrays"].items():
+                if not name.startswith(prefix):
+                    continue
+                kept = previous["files"].get(name, []) if usable else []
+                names = []
+                for chunk in range(max(1, -(-len(array) // chunk_slots))):
+                    if chunk not in changed and chunk < len(kept):
+                        names.append(kept[chunk])
+                        continue
+                    names.append(f"{name}.c{chunk:04d}.s{tag}.npy")
+                    self.to_write.append((names[-1], array[chunk * chunk_slots:(chunk + 1) * chunk_slots]))
+                self.files[name] = names
+
+    @property
+    def bytes_to_write(self) -> int:
+        return sum(part.nbytes for _, part in self.to_write)
+
+    def write(self, write_atomically: Callable[[Path, Callable], None]) -> dict[str, Any]:
+        """Write the changed chunks; returns the index naming every chunk's file."""
+        self.folder.mkdir(exist_ok=True)
+        for file_name, part in self.to_write:
+            write_atomically(self.folder / file_name, lambda file, part=part: np.save(file, part))
+        return {"chunk_slots": self.chunk_slots, "files": self.files, "slots_written": self.slots_written}
+
+
+def load_replay(directory: Path, index: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The replay arrays that ``index`` names, read back from their chunk files."""
+    folder = directory / REPLAY_DIR
+    return {name: np.concatenate([np.load(folder / file_name) for file_name in names])
+            for name, names in index["files"].items()}
+
+
+def replay_bytes(directory: Path, index: dict[str, Any]) -> int:
+    folder = directory / REPLAY_DIR
+    return sum((folder / name).stat().st_size for names in index["files"].values() for name in names)
+
+
+def remove_unnamed(directory: Path, index: dict[str, Any] | None) -> None:
+    """Delete the chunk files the current checkpoint does not name (once it is in place)."""
+    folder = directory / REPLAY_DIR
+    if not folder.is_dir():
+        return
+    named = {name for names in index["files"].values() for name in names} if index else set()
+    for path in folder.iterdir():
+        if path.name not in named:
+            os.unlink(path)
