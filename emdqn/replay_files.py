@@ -27,19 +27,19 @@ REPLAY_DIR = "replay"
 CHUNK_SLOTS = 1 << 15  # 32,768 slots: 231 MB of 84x84 frames per chunk
 
 
-def changed_chunks(filled: int, slots_written: int, previous_written: int | None, capacity: int,
+def changed_chunks(filled: int, cursor: int, slots_written: int, previous_written: int | None, capacity: int,
                    chunk_slots: int) -> set[int]:
     """Chunks of one env's buffer that differ from the previous checkpoint's files.
 
-    Frame ``w`` (counting every frame ever written) lives in slot ``w % capacity``. Since
-    the previous checkpoint, frames ``previous_written ..`` were written, and the slot of
-    the frame before them may have received its action and reward.
+    Frames are written one slot after another, wrapping at ``capacity``: the
+    ``slots_written - previous_written`` frames since the previous checkpoint end just
+    before ``cursor``, and the slot before them may have received its action and reward.
     """
     count = max(1, -(-filled // chunk_slots))
-    if previous_written is None or slots_written < previous_written or \
-            slots_written - previous_written + 1 >= capacity:
+    new_frames = slots_written - previous_written if previous_written is not None else -1
+    if new_frames < 0 or new_frames + 1 >= capacity:
         return set(range(count))
-    slots = np.arange(max(previous_written - 1, 0), slots_written) % capacity
+    slots = np.arange(cursor - new_frames - 1, cursor) % capacity
     return {int(chunk) for chunk in np.unique(slots // chunk_slots)}
 
 
@@ -52,14 +52,16 @@ class ReplayFilesPlan:
         self.folder = directory / REPLAY_DIR
         self.chunk_slots = chunk_slots = chunk_slots or CHUNK_SLOTS
         self.slots_written = [int(stream["slots_written"]) for stream in replay_state["streams"]]
+        self.capacities = [int(stream["capacity"]) for stream in replay_state["streams"]]
+        # The previous files are only reused for the same layout (a resume may change the buffer).
         usable = (previous is not None and previous.get("chunk_slots") == chunk_slots
-                  and len(previous["slots_written"]) == len(self.slots_written)
+                  and previous.get("capacities") == self.capacities
                   and all((self.folder / name).exists() for names in previous["files"].values() for name in names))
         self.files: dict[str, list[str]] = {}
         self.to_write: list[tuple[str, np.ndarray]] = []
         for index, stream in enumerate(replay_state["streams"]):
-            changed = changed_chunks(int(stream["filled"]), self.slots_written[index],
-                                     previous["slots_written"][index] if usable else None, int(stream["capacity"]),
+            changed = changed_chunks(int(stream["filled"]), int(stream["cursor"]), self.slots_written[index],
+                                     previous["slots_written"][index] if usable else None, self.capacities[index],
                                      chunk_slots)
             prefix = f"env{index}_"
             for name, array in replay_state["arrays"].items():
@@ -84,7 +86,8 @@ class ReplayFilesPlan:
         self.folder.mkdir(exist_ok=True)
         for file_name, part in self.to_write:
             write_atomically(self.folder / file_name, lambda file, part=part: np.save(file, part))
-        return {"chunk_slots": self.chunk_slots, "files": self.files, "slots_written": self.slots_written}
+        return {"chunk_slots": self.chunk_slots, "files": self.files, "slots_written": self.slots_written,
+                "capacities": self.capacities}
 
 
 def load_replay(directory: Path, index: dict[str, Any]) -> dict[str, np.ndarray]:
