@@ -64,7 +64,8 @@ def test_sigterm_and_resume_equal_one_uninterrupted_run(tmp_path):
     parted_state, parted_replay = final_state(parted)
     assert whole_state["env_steps"] == parted_state["env_steps"] == 3000
     assert len(whole_state["collector"]["memory"]["keys"]) == len(parted_state["collector"]["memory"]["keys"])
-    for name in whole_replay.files:
+    assert whole_replay.keys() == parted_replay.keys()
+    for name in whole_replay:
         np.testing.assert_array_equal(whole_replay[name], parted_replay[name], err_msg=name)
     # CPU, fixed seeds, same operations in the same order: bit-identical weights.
     for name, tensor in whole_state["module"]["q_network"].items():
