@@ -3,6 +3,7 @@
     python benchmarks/sample_efficiency.py                      # Atari-like update ratios
     python benchmarks/sample_efficiency.py --regime fast        # an update every step, target every 500
     python benchmarks/sample_efficiency.py --lambdas 0 1 --seeds 0 1 2
+    python benchmarks/sample_efficiency.py --record benchmarks/results/frozenlake_atari.json trainer.threads=1
 
 Task: FrozenLake 8x8 with is_slippery=False and one-hot states (``experiment=frozenlake``):
 the only reward is 1 at the goal, 14+ correct moves away, and exact state repeats happen,
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 
 from _common import compose_config, quiet_logs
+from _records import REPO_ROOT, metadata_block, write_record
 
 from emdqn.train import train
 
@@ -45,6 +47,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--regime", choices=sorted(REGIMES), default="atari")
     parser.add_argument("--steps", type=int, default=150_000, help="budget per run")
+    parser.add_argument("--record", type=Path, help="write the per-seed figures as a result record (JSON)")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run, e.g. trainer.threads=1")
     args = parser.parse_args()
     quiet_logs()
     table: dict[float, list[tuple[int, bool]]] = {lam: [] for lam in args.lambdas}
@@ -52,7 +56,8 @@ def main() -> None:
         for seed in args.seeds:
             for lam in args.lambdas:
                 cfg = compose_config(["experiment=frozenlake", f"memory.lambda={lam}", f"seed={seed}",
-                                      f"agent.total_steps={args.steps}", "logger=csv", *REGIMES[args.regime]])
+                                      f"agent.total_steps={args.steps}", "logger=csv", *REGIMES[args.regime],
+                                      *args.overrides])
                 run_dir = Path(folder) / f"lam{lam}_seed{seed}"
                 start = time.perf_counter()
                 train(cfg, run_dir=run_dir)
@@ -70,6 +75,13 @@ def main() -> None:
     if 0.0 in medians and len(medians) > 1:
         best = min((m, lam) for lam, m in medians.items() if lam > 0)
         print(f"best lambda > 0: {best[1]:g}, median ratio to lambda=0: {best[0] / medians[0.0]:.2f} (target <= 0.5)")
+    if args.record:
+        write_record(args.record if args.record.is_absolute() else REPO_ROOT / args.record,
+                     {**metadata_block(), "regime": args.regime, "steps": args.steps, "seeds": args.seeds,
+                      "overrides": args.overrides,
+                      "per_seed": {f"{lam:g}": [{"steps": step, "solved": solved} for step, solved in results]
+                                   for lam, results in table.items()},
+                      "median": {f"{lam:g}": median for lam, median in medians.items()}})
 
 
 if __name__ == "__main__":
