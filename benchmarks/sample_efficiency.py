@@ -41,6 +41,19 @@ def solved_at(run_dir: Path) -> int | None:
     return None
 
 
+def markdown_table(record: dict) -> str:
+    """The docs' table of a record: the median and per-seed env steps of each lambda."""
+    seeds = record["seeds"]
+    label = f"per seed ({seeds[0]}–{seeds[-1]})" if seeds == list(range(seeds[0], seeds[-1] + 1)) else "per seed"
+    lines = [f"| λ | median | {label} |", "|---|---|---|"]
+    for lam, results in record["per_seed"].items():
+        median = record["median"][lam]
+        shown = f">{median:,.0f}" if median >= record["steps"] else f"{median:,.0f}"
+        per_seed = ", ".join(f"{'' if result['solved'] else '>'}{result['steps']:,}" for result in results)
+        lines.append(f"| {lam + ' (DQN)' if float(lam) == 0 else lam} | {shown} | {per_seed} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lambdas", type=float, nargs="+", default=[0.0, 0.1, 1.0])
