@@ -88,19 +88,11 @@ def test_bad_config_fails_fast_with_the_key(tmp_path):
     assert not (tmp_path / "bad" / "metrics.csv").exists()
 
 
-def test_lr_schedule_sets_the_learning_rate_by_env_step(tmp_path):
-    run_dir = tmp_path / "lr"
-    run_train(CARTPOLE_TINY + [f"hydra.run.dir={run_dir}", "logger=csv", "eval.episodes=0", "agent.lr=1e-3",
-                               "agent.lr_schedule=[[0,1.0],[1200,0.0]]"], cwd=tmp_path)
-    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
-    # The last gradient step is at env step 600: half way down the factor's line.
-    assert state["module"]["optimizer"]["param_groups"][0]["lr"] == 1e-3 * 0.5
-
-
-def test_keep_best_evaluates_the_best_periodic_network_and_saves_it(tmp_path):
+def test_keep_best_and_the_lr_schedule(tmp_path):
+    """eval.keep_best evaluates and saves the best periodic network; agent.lr_schedule sets the lr by env step."""
     run_dir = tmp_path / "best"
-    result = run_train(CARTPOLE_TINY + [f"hydra.run.dir={run_dir}", "logger=csv", "eval.every_steps=200",
-                                        "eval.keep_best=true"], cwd=tmp_path)
+    settings = ["eval.every_steps=200", "eval.keep_best=true", "agent.lr=1e-3", "agent.lr_schedule=[[0,1.0],[1200,0.0]]"]
+    result = run_train(CARTPOLE_TINY + [f"hydra.run.dir={run_dir}", "logger=csv", *settings], cwd=tmp_path)
     rows = read_rows(run_dir)
     periodic = {int(row["step"]): float(row["eval/episodic_return"]) for row in rows  # the final one has a std
                 if row["eval/episodic_return"] and not row["eval/episodic_return_std"]}
@@ -111,3 +103,5 @@ def test_keep_best_evaluates_the_best_periodic_network_and_saves_it(tmp_path):
     best = torch.load(run_dir / "checkpoints" / "weights_best.pt", weights_only=True)
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert all(torch.equal(best[name], tensor) for name, tensor in state["module"]["best"]["network"].items())
+    # The last gradient step is at env step 600: half way down the lr factor's line.
+    assert state["module"]["optimizer"]["param_groups"][0]["lr"] == 1e-3 * 0.5
