@@ -91,7 +91,8 @@ def test_bad_config_fails_fast_with_the_key(tmp_path):
 def test_keep_best_and_the_lr_schedule(tmp_path):
     """eval.keep_best evaluates and saves the best periodic network; agent.lr_schedule sets the lr by env step."""
     run_dir = tmp_path / "best"
-    settings = ["eval.every_steps=200", "eval.keep_best=true", "agent.lr=1e-3", "agent.lr_schedule=[[0,1.0],[1200,0.0]]"]
+    settings = ["eval.every_steps=200", "eval.keep_best=true", "agent.lr=1e-3",
+                "agent.lr_schedule=[[0,1.0],[1200,0.0]]"]
     result = run_train(CARTPOLE_TINY + [f"hydra.run.dir={run_dir}", "logger=csv", *settings], cwd=tmp_path)
     rows = read_rows(run_dir)
     periodic = {int(row["step"]): float(row["eval/episodic_return"]) for row in rows  # the final one has a std
