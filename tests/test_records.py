@@ -73,3 +73,12 @@ def test_cartpole_figures_equal_their_record():
     record = json.loads((RESULTS / "learn_cartpole.json").read_text())
     assert sorted(map(int, record["per_seed"])) == list(range(10)) and record["steps"] == 100_000
     assert cartpole_table(record) in quoted_block("results.md", "learn_cartpole")
+
+
+def test_frozenlake_figures_equal_their_records():
+    from sample_efficiency import markdown_table
+
+    for regime in ("atari", "fast"):
+        record = json.loads((RESULTS / f"frozenlake_{regime}.json").read_text())
+        assert record["regime"] == regime
+        assert markdown_table(record) in quoted_block("results.md", f"frozenlake_{regime}")
