@@ -208,9 +208,9 @@ def validate(cfg: DictConfig) -> None:
     keep_best = cfg.eval.get("keep_best", False)
     if not isinstance(keep_best, bool):
         _fail("eval.keep_best", keep_best, "true or false")
-    if keep_best and not (cfg.eval.episodes and cfg.eval.every_steps):
-        _fail("eval.keep_best", keep_best, "true only with periodic evaluations (eval.episodes > 0 and "
-              "eval.every_steps > 0): the best network is chosen by them")
+    if keep_best and cfg.eval.episodes and not cfg.eval.every_steps:
+        _fail("eval.keep_best", keep_best, "true only with periodic evaluations (eval.every_steps > 0): the best "
+              "network is chosen by them")
     _positive_int(cfg, "checkpoint.every_steps", 0)
     _positive_int(cfg, "trainer.log_every_steps")
     threads = cfg.trainer.threads

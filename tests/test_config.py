@@ -143,3 +143,9 @@ def test_lr_schedule_is_validated_and_scales_the_learning_rate():
     with pytest.raises(ConfigError, match="agent.lr_schedule.*>= 0"):
         validate(cfg)
     validate(compose_config(["agent.lr_schedule=[[0,1.0],[1000,0.0]]"]))
+
+
+def test_keep_best_needs_periodic_evaluations_only_when_there_are_evaluations():
+    with pytest.raises(ConfigError, match="eval.keep_best.*eval.every_steps > 0"):
+        validate(compose_config(["eval.keep_best=true", "eval.every_steps=0"]))
+    validate(compose_config(["experiment=cartpole", "eval.episodes=0"]))  # nothing evaluated: no effect, no error
