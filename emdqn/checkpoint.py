@@ -177,7 +177,7 @@ def load_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") not in READABLE_FORMATS:
         raise CheckpointError(f"checkpoint {path} has an incompatible format "
                               f"(found {state.get('format') if isinstance(state, dict) else type(state)}, "
-                              f"need {FORMAT_VERSION})")
+                              f"need {' or '.join(map(str, READABLE_FORMATS))})")
     state["path"] = path
     return state
 
