@@ -52,7 +52,6 @@ def _register_minatar() -> None:
 _register_minatar()
 
 
-
 def minatar_id(game: str, action_set: str = "full") -> str:
     """The gymnasium id of a MinAtar game: ``full`` (6 actions, -v0, the published results) or ``minimal`` (-v1)."""
     version = {"full": "v0", "minimal": "v1"}.get(action_set, action_set)

@@ -165,11 +165,12 @@ class EpisodicMemory:
         if self.match == "exact":
             # Bit-identical keys (the usual case: lookups use the keys that were written)
             # are found by hash; only the rest go through the trees' tolerance search.
-            level_of, entry_of = find_equal(self._live_levels(), points)
+            levels = self._live_levels()
+            level_of, entry_of = find_equal(levels, points)
             missing = np.flatnonzero(level_of < 0)
             if self.tolerance > 0 and missing.size:
-                level_of[missing], entry_of[missing] = find_within(self._live_levels(), points[missing], self._exact_bound)
-            for level_index, level in self._live_levels():
+                level_of[missing], entry_of[missing] = find_within(levels, points[missing], self._exact_bound)
+            for level_index, level in levels:
                 rows = np.flatnonzero(level_of == level_index)
                 if rows.size:
                     values[rows] = level.values[entry_of[rows]]
@@ -237,8 +238,9 @@ class EpisodicMemory:
         visits = np.bincount(inverse, minlength=len(unique_points)).astype(np.uint32)
         self.clock += len(points)
         # Both match modes deduplicate on the exact key, as the original's write does.
-        level_of, entry_of = find_equal(self._live_levels(), unique_points)
-        for level_index, level in self._live_levels():
+        levels = self._live_levels()
+        level_of, entry_of = find_equal(levels, unique_points)
+        for level_index, level in levels:
             rows = np.flatnonzero(level_of == level_index)
             if rows.size:
                 entries = entry_of[rows]

@@ -29,6 +29,7 @@ from typing import Sequence
 import numpy as np
 from scipy.spatial import cKDTree
 
+
 def hash_points(points: np.ndarray) -> np.ndarray:
     """A 32-bit hash of each row's exact float64 bytes (for duplicate checks on write)."""
     words = np.ascontiguousarray(points, dtype=np.float64).view(np.uint64)

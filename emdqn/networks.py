@@ -12,7 +12,6 @@ from torch import nn
 from emdqn.choices import MODEL_NAMES, PADDINGS
 
 
-
 def tf_same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     """(before, after) zero padding that TensorFlow's 'SAME' adds along one axis."""
     out = math.ceil(size / stride)
