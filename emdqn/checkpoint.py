@@ -39,6 +39,7 @@ CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_FILE = "last.ckpt"
 METADATA_FILE = "last.json"
 WEIGHTS_PATTERN = "weights_*.pt"
+BEST_WEIGHTS_FILE = "weights_best.pt"  # eval.keep_best: kept beside the newest weights
 FORMAT_VERSION = 4  # 3: the module's and the collector's own states; 4: the replay in chunk files
 READABLE_FORMATS = (3, 4)  # a format-3 checkpoint's replay is one replay_<step>.npz
 
@@ -90,7 +91,7 @@ def weights_path(run_dir: str | os.PathLike, env_steps: int) -> Path:
 
 def save_best_weights(run_dir: str | os.PathLike, tensors: dict[str, torch.Tensor]) -> Path:
     """The best network of the periodic evaluations (``eval.keep_best``), tensors only."""
-    path = Path(run_dir) / CHECKPOINT_DIR / "weights_best.pt"
+    path = Path(run_dir) / CHECKPOINT_DIR / BEST_WEIGHTS_FILE
     _atomic_torch_save(tensors, path)
     return path
 
@@ -139,7 +140,7 @@ def save_checkpoint(run_dir: str | os.PathLike, module: Any, collector: Any, sav
     _atomic_write(directory / METADATA_FILE, lambda file: file.write(json.dumps(metadata, indent=1).encode()))
     remove_unnamed(directory, replay_index)
     for old in [*directory.glob("replay_*.npz"), *directory.glob(WEIGHTS_PATTERN)]:  # npz: format 3
-        if old.name not in (weights.name, "weights_best.pt"):
+        if old.name not in (weights.name, BEST_WEIGHTS_FILE):
             old.unlink()
     return path
 

@@ -41,13 +41,15 @@ class EMDQNModule(pl.LightningModule):
             self._train_q = torch.compile(self.q_network)
             self._train_target = torch.compile(self.target_network)
         # Plain values for the hot path (config lookups cost more than small tensor ops).
-        self._loss_settings = {"alpha": self.weights.alpha, "beta": self.weights.beta, "double_q": bool(self.agent.double_q),
-                               "loss": str(self.agent.loss), "average": str(cfg.memory.average)}
+        self._loss_settings = {"alpha": self.weights.alpha, "beta": self.weights.beta,
+                               "double_q": bool(self.agent.double_q), "loss": str(self.agent.loss),
+                               "average": str(cfg.memory.average)}
         self._grad_clip_norm = self.agent.grad_clip_norm
         # The lr is a function of the env step (not of a scheduler's own counter), so a
         # resumed run continues the same schedule without extra state.
         schedule = self.agent.get("lr_schedule")
         self._lr_factor = PiecewiseLinearSchedule(schedule) if schedule is not None else None
+        self._base_lr = float(self.agent.lr)
         self._q_parameters = list(self.q_network.parameters())
         self.target_sync = Cadence(int(self.agent.target_update))
         self.log_cadence = Cadence(int(cfg.trainer.log_every_steps))
@@ -84,7 +86,7 @@ class EMDQNModule(pl.LightningModule):
         optimizer = self.optimizers()
         if self._lr_factor is not None:
             for group in optimizer.param_groups:
-                group["lr"] = float(self.agent.lr) * self._lr_factor(env_step)
+                group["lr"] = self._base_lr * self._lr_factor(env_step)
         apply_gradients(parts["loss"], self._q_parameters, optimizer, self._grad_clip_norm,
                         backward=self.manual_backward)
         # One device-to-host read per step, once all of its work is queued: on a GPU a check
