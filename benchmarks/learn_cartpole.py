@@ -36,6 +36,16 @@ def run_seed(seed: int, steps: int, memory: str, overrides: list[str], folder: s
     return result, time.perf_counter() - start
 
 
+def markdown_table(record: dict) -> str:
+    """The docs' table of a record: each seed's greedy return and the median."""
+    seeds = sorted(record["per_seed"], key=int)
+    return "\n".join([
+        "| seed | " + " | ".join(seeds) + " | median |",
+        "|---|" + "---|" * (len(seeds) + 1),
+        "| greedy return | " + " | ".join(f"{record['per_seed'][seed]:.1f}" for seed in seeds)
+        + f" | **{record['median']:.1f}** |"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])

@@ -60,19 +60,12 @@ def test_the_minatar_table_in_the_docs_is_the_report_of_the_run_records():
     assert f"{MARKERS[0]}\n{table}{MARKERS[1]}" in docs, "docs/results.md holds an older MinAtar table"
 
 
-def cartpole_table(record: dict) -> str:
-    seeds = sorted(record["per_seed"], key=int)
-    return "\n".join([
-        "| seed | " + " | ".join(seeds) + " | median |",
-        "|---|" + "---|" * (len(seeds) + 1),
-        "| greedy return | " + " | ".join(f"{record['per_seed'][seed]:.1f}" for seed in seeds)
-        + f" | **{record['median']:.1f}** |"])
-
-
 def test_cartpole_figures_equal_their_record():
+    from learn_cartpole import markdown_table
+
     record = json.loads((RESULTS / "learn_cartpole.json").read_text())
     assert sorted(map(int, record["per_seed"])) == list(range(10)) and record["steps"] == 100_000
-    assert cartpole_table(record) in quoted_block("results.md", "learn_cartpole")
+    assert markdown_table(record) in quoted_block("results.md", "learn_cartpole")
 
 
 def test_frozenlake_figures_equal_their_records():
