@@ -11,12 +11,14 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from emdqn.cli import continue_in_run_folder, report_user_errors
+from emdqn.cli import continue_in_run_folder, one_line_errors, report_user_errors
 from emdqn.config import register_resolvers
+from emdqn.schema import register_schemas
 from emdqn.sweeps_path import register_sweeps
 
 register_sweeps()  # `+sweeps=<file>` picks a ready-made sweep from sweeps/
 register_resolvers()
+register_schemas()  # the keys' types, checked by Hydra while composing
 continue_in_run_folder(sys.argv)  # resume=<run>: Hydra logs into that run's folder, no new one
 
 
@@ -29,4 +31,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors():
+        main()

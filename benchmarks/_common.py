@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from emdqn.update import Batch, build_optimizer, compute_gradients, emdqn_loss
 from emdqn.networks import build_q_network
+from emdqn.schema import register_schemas
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -21,6 +22,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 def compose_config(overrides: Sequence[str]) -> DictConfig:
     """The same config ``python train.py <overrides>`` would see."""
     os.environ.setdefault("WANDB_MODE", "offline")
+    register_schemas()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides))
 
@@ -48,19 +50,19 @@ def fixed_batch(obs_shape: Sequence[int] = (4, 84, 84), num_actions: int = 6, ba
 class FixedBatchUpdate:
     """The training step's update on ``fixed_batch()``: the EMDQN loss of the online and
     target nets (alpha 1, beta 0.1), backward, per-tensor clipping, Adam, with the network
-    settings of ``cfg.model`` (``model.compile`` and bf16-mixed autocast as EMDQNModule and
+    settings of ``cfg.trainer`` (``trainer.compile`` and bf16-mixed autocast as EMDQNModule and
     Lightning apply them). Split in two where a benchmark puts work between the passes and Adam.
     """
 
     def __init__(self, cfg: DictConfig, obs_shape: Sequence[int] = (4, 84, 84), num_actions: int = 6,
                  device: torch.device | str = "cpu"):
         self.device = torch.device(device)
-        self.q_network = build_q_network(cfg.model, obs_shape, num_actions).to(self.device)
+        self.q_network = build_q_network(cfg.model, obs_shape, num_actions, cfg.trainer).to(self.device)
         self.target_network = copy.deepcopy(self.q_network).requires_grad_(False)
         self.optimizer = build_optimizer(self.q_network.parameters(), cfg.agent)
         self.parameters = list(self.q_network.parameters())
         self.train_q, self.train_target = self.q_network, self.target_network
-        if cfg.model.compile:
+        if cfg.trainer.compile:
             self.train_q, self.train_target = torch.compile(self.q_network), torch.compile(self.target_network)
         self.batch = fixed_batch(obs_shape, num_actions, int(cfg.agent.batch_size), self.device)
         self.loss_settings = {"alpha": 1.0, "beta": 0.1,

@@ -6,10 +6,10 @@ For a 2048^2 product and for the three products of the Nature CNN's first dense 
 (forward, gradient of its input, gradient of its weight; batch 32 and the batch-1 acting
 pass; flatten widths 3136 for padding valid and 7744 for same), it prints GFLOP/s through
 ``torch.mm``/``F.linear`` (MKL) and through ``torch.ops.mkldnn._linear_pointwise``
-(oneDNN, what ``model.onednn_linear`` uses), the median of ``--repeats`` timed loops each.
+(oneDNN, what ``trainer.onednn_linear`` uses), the median of ``--repeats`` timed loops each.
 For scale it also times the network's three convolutions (oneDNN in both cases). Last, the
 whole gradient step (loss forward of the online and target nets, backward, per-tensor
-clipping, Adam; batch 32) with ``model.onednn_linear=false`` and ``true``, for both paddings,
+clipping, Adam; batch 32) with ``trainer.onednn_linear=false`` and ``true``, for both paddings,
 in ``--repeats`` alternating loops. On CPUs where MKL takes its AVX-512 path the two columns
 should be close; on AMD CPUs MKL does not.
 """
@@ -99,7 +99,7 @@ def main() -> None:
         for flag in (False, True):
             torch.manual_seed(0)
             steps[flag] = FixedBatchUpdate(compose_config(
-                ["env=pong", f"model.padding={padding}", f"model.onednn_linear={flag}"]))
+                ["env=pong", f"model.padding={padding}", f"trainer.onednn_linear={flag}"]))
         for step in steps.values():
             step_milliseconds(step, 5)  # warm-up: oneDNN primitives, Adam's state
         timings: dict[bool, list[float]] = {False: [], True: []}

@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--num-envs", type=int, default=4, help="env.num_envs of the vectorized runs")
     parser.add_argument("--repeats", type=int, default=2, help="alternating runs of the bound and each loop")
     parser.add_argument("--skip-sb3", action="store_true")
-    parser.add_argument("overrides", nargs="*", help="extra overrides for our runs, e.g. model.compile=true")
+    parser.add_argument("overrides", nargs="*", help="extra overrides for our runs, e.g. trainer.compile=true")
     args = parser.parse_args()
     quiet_logs()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; windows of {args.window_steps} env steps")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -29,11 +30,26 @@ def continue_in_run_folder(argv: list[str]) -> None:
     argv += [f"hydra.run.dir={resume[-1]}", "hydra.output_subdir=null"]
 
 
+# Set by `one_line_errors` for the whole process tree (sweep jobs included): Hydra then hands
+# its errors to us instead of printing them over several lines.
+SHORT_ERRORS = "EMDQN_SHORT_ERRORS"
+
+
 def user_error_types() -> tuple[type[BaseException], ...]:
     from emdqn.checkpoint import CheckpointError
     from emdqn.config import ConfigError
 
     return ConfigError, CheckpointError, FileExistsError
+
+
+def wants_tracebacks() -> bool:
+    """The user set ``HYDRA_FULL_ERROR=1`` (not this module)."""
+    return os.environ.get("HYDRA_FULL_ERROR") == "1" and os.environ.get(SHORT_ERRORS) != "1"
+
+
+def exit_with_one_line(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 @contextmanager
@@ -43,11 +59,82 @@ def report_user_errors() -> Iterator[None]:
     try:
         yield
     except Exception as error:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1" or not isinstance(error, user_error_types()):
+        if not isinstance(error, user_error_types()):
             raise
-        print(f"error: {error}", file=sys.stderr)
         remove_unused_job_folder()
-        sys.exit(2)
+        if wants_tracebacks():
+            raise
+        exit_with_one_line(str(error))
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Hydra's own rejections (an unknown key or option, a value of the wrong type, a bad
+    override) as one line and exit code 2, like ours. Hydra prints them over several lines
+    unless ``HYDRA_FULL_ERROR=1``, with which it raises them: set here, and undone for the
+    user's view by ``SHORT_ERRORS``. A user's own ``HYDRA_FULL_ERROR=1`` keeps every traceback."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        yield
+        return
+    os.environ["HYDRA_FULL_ERROR"] = os.environ[SHORT_ERRORS] = "1"
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        yield
+    except (HydraException, OmegaConfBaseException) as error:
+        exit_with_one_line(composition_error_line(error))
+
+
+def composition_error_line(error: BaseException) -> str:
+    """One line from Hydra's message and its cause; a key or value the schemas refuse reads
+    like our own rejections (``agent.batch_size='abc' is not allowed: an integer``)."""
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+    from emdqn.schema import schema_keys
+
+    cause = error.__cause__
+    key = getattr(cause, "full_key", None)
+    override = str(error).removeprefix("Error merging override ").strip()
+    if isinstance(cause, ValidationError) and key and "=" in override:
+        return f"{key}={override_value(override)!r} is not allowed: {expected_value(cause)}"
+    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and key and dataclasses.is_dataclass(
+            cause.object_type):
+        where = f"the keys of {key.rsplit('.', 1)[0]}" if "." in key else "the top-level keys"
+        return f"{key} is not a config key; {where}: {', '.join(schema_keys(cause.object_type))}"
+    lines = [line.strip() for line in str(error).split("Config search path:")[0].splitlines() if line.strip()]
+    parts: list[str] = []
+    for line in lines:
+        if parts and parts[-1].startswith("Available options"):  # one option per line follows
+            parts[-1] += (" " if parts[-1].endswith(":") else ", ") + line
+        else:
+            parts.append(line)
+    text = " ".join(part if part.endswith((".", ":")) or part is parts[-1] else part + "." for part in parts)
+    if cause is not None and str(cause).strip():
+        text += f" ({str(cause).strip().splitlines()[0]})"
+    return text
+
+
+def override_value(override: str) -> object:
+    """The value of ``key=value`` as Hydra reads it (1.5 a float, abc a string)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        return OverridesParser.create().parse_override(override).value()
+    except Exception:  # not parseable as an override: show the text
+        return override.split("=", 1)[1]
+
+
+# OmegaConf's reasons for refusing a value (first line), in the words of our own messages.
+EXPECTED_VALUES = (("converted to Integer", "an integer"), ("converted to Float", "a number"),
+                   ("converted to Boolean", "true or false"), ("is not a valid bool", "true or false"),
+                   ("converted to String", "a string"), ("is not Optional", "a value, not null"),
+                   ("is not a ListConfig", "a list [...]"), ("to Dict", "a mapping {key: value}"))
+
+
+def expected_value(error: BaseException) -> str:
+    message = str(error).splitlines()[0]
+    return next((words for reason, words in EXPECTED_VALUES if reason in message), message)
 
 
 def remove_unused_job_folder() -> None:

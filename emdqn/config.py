@@ -206,8 +206,6 @@ def validate(cfg: DictConfig) -> None:
     _positive_int(cfg, "eval.episodes", 0)
     _positive_int(cfg, "eval.every_steps", 0)
     keep_best = cfg.eval.get("keep_best", False)
-    if not isinstance(keep_best, bool):
-        _fail("eval.keep_best", keep_best, "true or false")
     if keep_best and cfg.eval.episodes and not cfg.eval.every_steps:
         _fail("eval.keep_best", keep_best, "true only with periodic evaluations (eval.every_steps > 0): the best "
               "network is chosen by them")

@@ -142,7 +142,7 @@ def trained_network(run_dir: Path, run_cfg: DictConfig, weights: dict[str, torch
     """The run's Q-network (its ``model`` config) holding ``weights``, in eval mode."""
     from emdqn.networks import build_q_network
 
-    network = build_q_network(run_cfg.model, obs_shape, num_actions)
+    network = build_q_network(run_cfg.model, obs_shape, num_actions, run_cfg.get("trainer"))
     try:
         network.load_state_dict(weights)
     except RuntimeError as error:

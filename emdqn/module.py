@@ -33,11 +33,11 @@ class EMDQNModule(pl.LightningModule):
         super().__init__()
         self.agent = cfg.agent
         self.automatic_optimization = False
-        self.q_network = build_q_network(cfg.model, obs_shape, num_actions)
+        self.q_network = build_q_network(cfg.model, obs_shape, num_actions, cfg.trainer)
         self.target_network = copy.deepcopy(self.q_network).requires_grad_(False)
         self.weights = weights if weights is not None else resolve_memory_weights(cfg.memory)
         self._train_q, self._train_target = self.q_network, self.target_network
-        if cfg.model.get("compile", False):
+        if cfg.trainer.compile:
             self._train_q = torch.compile(self.q_network)
             self._train_target = torch.compile(self.target_network)
         # Plain values for the hot path (config lookups cost more than small tensor ops).

@@ -200,14 +200,17 @@ def xavier_init(module: nn.Module) -> None:
             nn.init.zeros_(layer.bias)
 
 
-def build_q_network(model_cfg: Any, obs_shape: Sequence[int], num_actions: int) -> nn.Module:
-    """Instantiate the Q-network named by ``model.name``."""
+def build_q_network(model_cfg: Any, obs_shape: Sequence[int], num_actions: int,
+                    trainer_cfg: Any = None) -> nn.Module:
+    """Instantiate the Q-network named by ``model.name``, with the layout switches of
+    ``trainer_cfg`` (``trainer.channels_last``, ``trainer.onednn_linear``; both on if not given)."""
     name = model_cfg.name
+    switches = trainer_cfg if trainer_cfg is not None else {}
     if name == "nature_cnn":
         return NatureCNN(obs_shape, num_actions, padding=model_cfg.padding, hidden=model_cfg.hidden,
                          dueling=model_cfg.dueling, input_scale=model_cfg.input_scale,
-                         channels_last=model_cfg.get("channels_last", True),
-                         onednn_linear=model_cfg.get("onednn_linear", True))
+                         channels_last=switches.get("channels_last", True),
+                         onednn_linear=switches.get("onednn_linear", True))
     if name == "mlp":
         return MLP(obs_shape, num_actions, hidden_sizes=list(model_cfg.hidden_sizes), dueling=model_cfg.dueling,
                    input_scale=model_cfg.input_scale)

@@ -32,7 +32,11 @@ log = logging.getLogger("emdqn")
 CONFIG_FILE = "config.yaml"
 # Keys that may differ on resume without counting as a change of the experiment.
 RESUME_FREE_KEYS = ("resume", "allow_config_change", "trainer.accelerator", "trainer.devices", "trainer.threads",
-                    "trainer.progress_every_seconds", "logger", "checkpoint", "hydra")
+                    "trainer.progress_every_seconds", "trainer.compile", "trainer.channels_last",
+                    "trainer.onednn_linear", "logger", "checkpoint", "hydra")
+# Keys that moved to another group: a run saved before the move resumes with the new names.
+MOVED_KEYS = {"model.compile": "trainer.compile", "model.channels_last": "trainer.channels_last",
+              "model.onednn_linear": "trainer.onednn_linear"}
 
 
 def hydra_context() -> tuple[str | None, list[str], str | None]:
@@ -56,6 +60,7 @@ def merge_resume_config(saved: DictConfig, composed: DictConfig, overrides: Sequ
     """The saved config with this invocation's explicit overrides applied, if allowed."""
     changed = []
     merged = saved.copy()
+    drop_moved_keys(merged, composed)
     for override in overrides:
         key = _override_key(override)
         if any(key == free or key.startswith(free + ".") for free in RESUME_FREE_KEYS):
@@ -77,6 +82,21 @@ def merge_resume_config(saved: DictConfig, composed: DictConfig, overrides: Sequ
             with open_dict(merged):
                 merged[key] = composed[key]
     return merged
+
+
+def drop_moved_keys(saved: DictConfig, composed: DictConfig) -> None:
+    """Remove the old names of MOVED_KEYS from a saved config; the new names come from this
+    invocation (they are all speed switches, which a resume may change)."""
+    for old_key, new_key in MOVED_KEYS.items():
+        group, key = old_key.split(".")
+        if group not in saved or key not in saved[group]:
+            continue
+        old_value, new_value = saved[group][key], OmegaConf.select(composed, new_key)
+        with open_dict(saved):
+            saved[group].pop(key)
+        if old_value != new_value:
+            log.info("%s is now %s: this resume uses %s (the run started with %s)", old_key, new_key, new_value,
+                     old_value)
 
 
 def prepare_run_dir(run_dir: Path, resuming: bool) -> None:

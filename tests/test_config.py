@@ -82,7 +82,7 @@ BAD_CONFIGS = [
     ("model.padding=full", "model.padding='full'"),
     ("trainer.threads=0", "trainer.threads=0"),
     ("trainer.precision=16-mixed", "trainer.precision='16-mixed'.*bf16-mixed"),
-    ("trainer.precision=32", "trainer.precision=32 "),
+    ("trainer.precision=32", "trainer.precision='32'"),
     ("eval.episodes=-1", "eval.episodes=-1"),
     ("env.num_envs=0", "env.num_envs=0"),
 ]
@@ -149,3 +149,40 @@ def test_keep_best_needs_periodic_evaluations_only_when_there_are_evaluations():
     with pytest.raises(ConfigError, match="eval.keep_best.*eval.every_steps > 0"):
         validate(compose_config(["eval.keep_best=true", "eval.every_steps=0"]))
     validate(compose_config(["experiment=cartpole", "eval.episodes=0"]))  # nothing evaluated: no effect, no error
+
+
+def test_every_option_of_every_group_composes_against_its_schema():
+    """Each YAML option starts from its group's schema, so its keys and types are checked."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    for group in ("env", "model", "agent", "buffer", "memory", "trainer", "logger"):
+        for option in sorted(path.stem for path in (conf / group).glob("*.yaml")):
+            overrides = [f"{group}={option}"] + (["env.id=PongNoFrameskip-v4"] if option == "atari" else [])
+            cfg = compose_config(overrides)
+            assert OmegaConf.get_type(cfg[group]).__module__ == "emdqn.schema", f"{group}={option}"
+    for experiment in ("minatar", "cartpole", "frozenlake"):
+        validate(compose_config([f"experiment={experiment}"]))
+
+
+@pytest.mark.parametrize("override, line", [
+    ("agent.batch_size=abc", "agent.batch_size='abc' is not allowed: an integer"),
+    ("memory.lambda=abc", "memory.lambda='abc' is not allowed: a number"),
+    ("eval.keep_best=maybe", "eval.keep_best='maybe' is not allowed: true or false"),
+    ("agent.batch_size=null", "agent.batch_size=None is not allowed: a value, not null"),
+    ("agent.foo=1", "agent.foo is not a config key; the keys of agent: gamma, lr,"),
+    ("memory.bar=1", "memory.bar is not a config key; the keys of memory: name,"),
+    ("env=cartpole env.frame_stack=4", "env.frame_stack is not a config key; the keys of env: name, kind, id,"),
+    ("env=pongg", "In 'config': Could not find 'env/pongg'. Available options in 'env': atari, breakout, cartpole,"),
+])
+def test_the_schemas_refuse_unknown_keys_and_wrong_types_in_one_line(override, line):
+    from hydra.errors import HydraException
+
+    from emdqn.cli import composition_error_line
+
+    with pytest.raises(HydraException) as error:
+        compose_config(override.split())
+    message = composition_error_line(error.value)
+    assert message.startswith(line) and "\n" not in message

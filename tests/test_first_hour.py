@@ -13,7 +13,9 @@ ONE_LINE = {"HYDRA_FULL_ERROR": "0"}
 
 
 @pytest.mark.parametrize("override, message", [
-    ("memory.lambda=abc", "memory.lambda='abc' is not allowed"),
+    ("memory.lambda=abc", "memory.lambda='abc' is not allowed"),  # refused by the schema, while composing
+    ("agent.gamma=2", "agent.gamma=2.0 is not allowed"),           # refused by our validation
+    ("agent.foo=1", "agent.foo is not a config key"),
     ("agent.total_steps=-5", "agent.total_steps=-5 is not allowed"),
     ("resume=no/such/run", "resume='no/such/run' is not a run folder"),
 ])

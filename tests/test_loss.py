@@ -154,7 +154,7 @@ def test_epsilon_schedule_of_the_original():
 
 @pytest.mark.parametrize("name", ["mlp", "nature_cnn"])
 def test_compiled_and_eager_networks_agree(name):
-    """model.compile=true must not change what is computed (inductor on CPU)."""
+    """trainer.compile=true must not change what is computed (inductor on CPU)."""
     torch.manual_seed(0)
     if name == "mlp":
         network, obs = MLP((8,), 3, hidden_sizes=(16, 16)), torch.randn(5, 8)
@@ -190,7 +190,7 @@ def test_onednn_linear_computes_what_nn_linear_computes(batch):
 @pytest.mark.skipif(not ONEDNN_MATMUL, reason="this torch build has no oneDNN matmul")
 @pytest.mark.parametrize("padding", ["same", "valid"])
 def test_nature_cnn_dense_layers_on_onednn_learn_the_same_step(padding):
-    """model.onednn_linear changes no parameter and gives the loss and gradients of nn.Linear."""
+    """trainer.onednn_linear changes no parameter and gives the loss and gradients of nn.Linear."""
     torch.manual_seed(0)
     onednn = NatureCNN((4, 84, 84), 6, padding=padding, onednn_linear=True)
     reference = NatureCNN((4, 84, 84), 6, padding=padding, onednn_linear=False)

@@ -82,6 +82,24 @@ def test_sigterm_and_resume_equal_one_uninterrupted_run(tmp_path):
     assert len(whole_episodes) == len(episodes)
 
 
+def test_a_run_saved_with_the_speed_switches_under_model_resumes_with_them_under_trainer():
+    """Runs saved when compile/channels_last/onednn_linear were model keys resume unchanged."""
+    from omegaconf import OmegaConf
+
+    from emdqn.config import validate
+    from emdqn.train import merge_resume_config
+
+    composed = compose_config(["env=pong"])
+    saved = OmegaConf.to_container(composed, resolve=True)  # as config.yaml holds it, untyped
+    saved["model"].update(compile=False, channels_last=False, onednn_linear=True)
+    for key in ("compile", "channels_last", "onednn_linear"):
+        del saved["trainer"][key]
+    merged = merge_resume_config(OmegaConf.create(saved), composed, overrides=[], allow_change=False)
+    assert not {"compile", "channels_last", "onednn_linear"} & set(merged.model)
+    assert merged.trainer.channels_last is True and merged.trainer.compile is False
+    validate(merged)
+
+
 def test_resume_refuses_a_changed_config_unless_allowed(tmp_path):
     run_dir = tmp_path / "run"
     short = [arg for arg in RUN if not arg.startswith("agent.total_steps")] + ["agent.total_steps=600"]
