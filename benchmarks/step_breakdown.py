@@ -23,8 +23,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from _common import compose_config, quiet_logs
-from pytorch_lightning.core.optimizer import LightningOptimizer
 from throughput import COMMON, prefill_memory
 
 import emdqn.collector
@@ -47,9 +47,9 @@ PARTS: list[tuple[Any, str, str, int]] = [
     (MultiEnvReplay, "sample", "replay sample", 2),
     (EpisodicMemory, "lookup", "memory lookup", 2),
     (emdqn.module, "emdqn_loss", "loss forward (online + target)", 1),
-    (EMDQNModule, "manual_backward", "backward", 1),
+    (torch.Tensor, "backward", "backward", 1),
     (emdqn.update, "clip_grad_norm_per_tensor", "gradient clipping", 1),
-    (LightningOptimizer, "step", "optimizer step (Adam)", 1),
+    (torch.optim.Adam, "step", "optimizer step (Adam)", 1),
     (Collector, "_start_step", "act and send the next env step", 1),
     (emdqn.collector, "greedy_actions", "acting forward pass", 2),
     (AleVectorEnvs, "send", "env send", 2),
@@ -89,7 +89,7 @@ def install_acting_positions(active: list[bool]) -> dict[int, list[float]]:
             by_position.setdefault(position[0], []).append(seconds)
         position[0] += 1
 
-    optimizer_step = LightningOptimizer.step
+    optimizer_step = torch.optim.Adam.step
 
     @functools.wraps(optimizer_step)
     def counted_step(*args, **kwargs):
@@ -99,7 +99,7 @@ def install_acting_positions(active: list[bool]) -> dict[int, list[float]]:
             position[0] = 0
 
     emdqn.collector.greedy_actions = timed(emdqn.collector.greedy_actions, add)
-    LightningOptimizer.step = counted_step
+    torch.optim.Adam.step = counted_step
     return by_position
 
 

@@ -78,11 +78,10 @@ def one_line_errors() -> Iterator[None]:
         return
     os.environ["HYDRA_FULL_ERROR"] = os.environ[SHORT_ERRORS] = "1"
     from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
     try:
         yield
-    except (HydraException, OmegaConfBaseException) as error:
+    except HydraException as error:  # composing the config; errors of our code keep their traceback
         exit_with_one_line(composition_error_line(error))
 
 

@@ -43,11 +43,14 @@ class RunControl:
 @torch.inference_mode()
 def greedy_actions(network: torch.nn.Module, obs: np.ndarray) -> np.ndarray:
     device = next(network.parameters()).device
-    # The loop runs inside Lightning's training step, under its autocast when
-    # trainer.precision=bf16-mixed; acting stays fp32 (and casting the weights to bf16
-    # for a batch of a few observations costs more than the pass saves).
-    with torch.autocast(device.type, enabled=False):
-        return network(torch.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
+    observations = torch.as_tensor(obs, device=device)
+    if torch.is_autocast_enabled(device.type):
+        # The loop runs inside Lightning's training step, under its autocast when
+        # trainer.precision=bf16-mixed; acting stays fp32 (and casting the weights to bf16
+        # for a batch of a few observations costs more than the pass saves).
+        with torch.autocast(device.type, enabled=False):
+            return network(observations).argmax(dim=1).cpu().numpy()
+    return network(observations).argmax(dim=1).cpu().numpy()
 
 
 class Collector:

@@ -14,8 +14,11 @@ from typing import Any, Iterator, Sequence
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.strategies import SingleDeviceStrategy
+from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from emdqn.cadence import Cadence
+from emdqn.choices import PRECISIONS
 from emdqn.config import MemoryWeights, resolve_memory_weights
 from emdqn.metrics import log_metrics
 from emdqn.networks import build_q_network
@@ -60,6 +63,7 @@ class EMDQNModule(pl.LightningModule):
         self._sums: dict[str, float] = {}
         self._count = 0
         self._last_env_step = 0
+        self._through_lightning = True  # decided when training starts (update_hooks_in_use)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.q_network(obs)
@@ -71,6 +75,7 @@ class EMDQNModule(pl.LightningModule):
         if self.pending_optimizer_state is not None:
             self.optimizers().optimizer.load_state_dict(self.pending_optimizer_state)
             self.pending_optimizer_state = None
+        self._through_lightning = update_hooks_in_use(self.trainer)
 
     def sync_target(self) -> None:
         self.target_network.load_state_dict(self.q_network.state_dict())
@@ -80,15 +85,16 @@ class EMDQNModule(pl.LightningModule):
         # steps of the next batch must be played with the network this step updates, as in
         # the original, and a stop between two steps must not leave a sampled, untrained batch.
         batch, _, _ = next(dataloader_iter)
-        batch = self.transfer_batch_to_device(batch, self.device, 0)
+        if batch.obs.device != self.device:  # Lightning's generic transfer costs ~0.1 ms a step on CPU
+            batch = self.transfer_batch_to_device(batch, self.device, 0)
         env_step = self._last_env_step = batch.env_step
         parts = emdqn_loss(self._train_q, self._train_target, batch, **self._loss_settings)
-        optimizer = self.optimizers()
+        optimizer = self.optimizers(use_pl_optimizer=self._through_lightning)
         if self._lr_factor is not None:
             for group in optimizer.param_groups:
                 group["lr"] = self._base_lr * self._lr_factor(env_step)
         apply_gradients(parts["loss"], self._q_parameters, optimizer, self._grad_clip_norm,
-                        backward=self.manual_backward)
+                        backward=self.manual_backward if self._through_lightning else None)
         # One device-to-host read per step, once all of its work is queued: on a GPU a check
         # before the backward pass would stall the queue. A non-finite step is never saved:
         # the error ends the run before any checkpoint is written.
@@ -144,3 +150,22 @@ class EMDQNModule(pl.LightningModule):
         self.target_sync.last, self.log_cadence.last = int(state["last_target_sync"]), int(state["last_log_step"])
         best = state.get("best") or {"return": -math.inf, "step": -1, "network": None}
         self.best_return, self.best_step, self.best_network = best["return"], best["step"], best["network"]
+
+
+# Lightning's per-update hooks: manual_backward and its optimizer wrapper call them (and the
+# precision plugin) on every gradient step.
+UPDATE_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
+
+
+def update_hooks_in_use(trainer: pl.Trainer) -> bool:
+    """Whether the gradient step must go through Lightning (``manual_backward`` and its
+    optimizer wrapper): when a callback or the module overrides one of UPDATE_HOOKS, or the
+    strategy or precision needs Lightning's hands in the backward pass. Otherwise the step calls
+    torch directly: the same arithmetic without Lightning's dispatch of the hooks, which costs
+    a small network's run a tenth of its speed (docs/performance.md). Under bf16-mixed the
+    autocast comes from the training step's context, not from the backward pass."""
+    if not isinstance(trainer.strategy, SingleDeviceStrategy) or trainer.precision not in PRECISIONS:
+        return True
+    owners = [(callback, pl.Callback) for callback in trainer.callbacks]
+    owners.append((trainer.lightning_module, pl.LightningModule))
+    return any(is_overridden(hook, owner, parent=parent) for owner, parent in owners for hook in UPDATE_HOOKS)

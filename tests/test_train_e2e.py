@@ -84,7 +84,7 @@ def test_an_existing_run_folder_is_never_overwritten(tmp_path):
 def test_bad_config_fails_fast_with_the_key(tmp_path):
     result = run_train(["memory.lambda=-1", f"hydra.run.dir={tmp_path / 'bad'}"], cwd=tmp_path, check=False)
     assert result.returncode != 0
-    assert "memory.lambda=-1 is not allowed" in result.stderr
+    assert "memory.lambda=-1.0 is not allowed" in result.stderr
     assert not (tmp_path / "bad" / "metrics.csv").exists()
 
 
