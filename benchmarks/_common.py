@@ -17,12 +17,12 @@ from emdqn.networks import build_q_network
 from emdqn.schema import register_schemas
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
+register_schemas()  # once: Hydra's ConfigStore is one per process
 
 
 def compose_config(overrides: Sequence[str]) -> DictConfig:
     """The same config ``python train.py <overrides>`` would see."""
     os.environ.setdefault("WANDB_MODE", "offline")
-    register_schemas()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides))
 

@@ -15,6 +15,7 @@ the updates, the logs and the budget.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -43,14 +44,14 @@ class RunControl:
 @torch.inference_mode()
 def greedy_actions(network: torch.nn.Module, obs: np.ndarray) -> np.ndarray:
     device = next(network.parameters()).device
-    observations = torch.as_tensor(obs, device=device)
-    if torch.is_autocast_enabled(device.type):
-        # The loop runs inside Lightning's training step, under its autocast when
-        # trainer.precision=bf16-mixed; acting stays fp32 (and casting the weights to bf16
-        # for a batch of a few observations costs more than the pass saves).
-        with torch.autocast(device.type, enabled=False):
-            return network(observations).argmax(dim=1).cpu().numpy()
-    return network(observations).argmax(dim=1).cpu().numpy()
+    # The loop runs inside Lightning's training step, under its autocast when
+    # trainer.precision=bf16-mixed; acting stays fp32 (and casting the weights to bf16
+    # for a batch of a few observations costs more than the pass saves). Entering the
+    # autocast-off context only when autocast is on keeps it off the fp32 hot path.
+    autocast_off = (torch.autocast(device.type, enabled=False) if torch.is_autocast_enabled(device.type)
+                    else contextlib.nullcontext())
+    with autocast_off:
+        return network(torch.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
 
 
 class Collector:

@@ -10,6 +10,7 @@ from emdqn.schema import register_schemas
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
+register_schemas()  # once: Hydra's ConfigStore is one per process
 
 # Tests never touch the network: W&B always runs offline here.
 os.environ["WANDB_MODE"] = "offline"
@@ -17,7 +18,6 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 
 def compose_config(overrides=()):
-    register_schemas()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides), return_hydra_config=False)
 

@@ -155,8 +155,6 @@ def test_every_option_of_every_group_composes_against_its_schema():
     """Each YAML option starts from its group's schema, so its keys and types are checked."""
     from pathlib import Path
 
-    from omegaconf import OmegaConf
-
     conf = Path(__file__).resolve().parents[1] / "conf"
     for group in ("env", "model", "agent", "buffer", "memory", "trainer", "logger"):
         for option in sorted(path.stem for path in (conf / group).glob("*.yaml")):
