@@ -30,13 +30,27 @@ import time
 from typing import Any, Sequence
 
 import numpy as np
-from scipy.signal import lfilter
 
 from emdqn.choices import MATCH_MODES
-from emdqn.memory_index import TreeLevel, find_equal, find_within
+from emdqn.memory_index import TreeLevel, find_equal, find_within, unique_rows
 
 ACTION_SEPARATION = 1e12
 _PROJECTION_SCALE = 2.0 ** 16
+
+
+def discounted_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
+    """G_t = r_t + gamma G_(t+1), walking backwards from G_T = r_T (float64).
+
+    A Python loop: episodes are short next to the fixed cost of a vectorized filter call,
+    and each G_t is rounded exactly as ``scipy.signal.lfilter([1], [1, -gamma])`` rounds it.
+    """
+    values = np.asarray(rewards, dtype=np.float64).tolist()
+    returns = [0.0] * len(values)
+    running, gamma = 0.0, float(gamma)
+    for step in range(len(values) - 1, -1, -1):
+        running = values[step] + gamma * running
+        returns[step] = running
+    return np.array(returns, dtype=np.float64)
 
 
 class EpisodicMemory:
@@ -123,7 +137,7 @@ class EpisodicMemory:
         actions = np.asarray(actions)
         if actions.shape != (len(keys),):
             raise ValueError(f"actions must have shape ({len(keys)},), got {actions.shape}")
-        if actions.size and (not np.issubdtype(actions.dtype, np.integer)
+        if actions.size and (actions.dtype.kind not in "iu"  # any integer type, not bool
                              or actions.min() < 0 or actions.max() >= self.num_actions):
             raise ValueError(f"actions must be integers in [0, {self.num_actions}), got {actions.dtype} "
                              f"in [{actions.min()}, {actions.max()}]")
@@ -228,8 +242,7 @@ class EpisodicMemory:
         points = self._points(keys, actions)
         # Duplicates inside the batch collapse to one entry holding their best return,
         # written at the time of their last row, visited once per row.
-        unique_points, inverse = np.unique(points, axis=0, return_inverse=True)
-        inverse = inverse.reshape(-1)
+        unique_points, inverse = unique_rows(points)
         best = np.full(len(unique_points), -np.inf)
         np.maximum.at(best, inverse, returns)
         last_row = np.zeros(len(unique_points), dtype=np.int64)
@@ -331,7 +344,7 @@ class EpisodicMemory:
             raise ValueError(f"rewards must be 1-D, got shape {rewards.shape}")
         if not np.isfinite(rewards).all():
             raise ValueError("rewards must be finite (no NaN or inf)")
-        returns = lfilter([1.0], [1.0, -gamma], rewards[::-1])[::-1]
+        returns = discounted_returns(rewards, gamma)
         # Written walking backwards, as the original does: the episode's first steps are
         # its most recently written entries.
         self.write(np.asarray(keys)[::-1], np.asarray(actions)[::-1], returns[::-1])

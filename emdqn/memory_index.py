@@ -30,16 +30,39 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 
+_HASH_SEED = np.uint64(0x9E3779B97F4A7C15)
+_HASH_MULTIPLIER = np.uint64(0xBF58476D1CE4E5B9)
+
+
 def hash_points(points: np.ndarray) -> np.ndarray:
     """A 32-bit hash of each row's exact float64 bytes (for duplicate checks on write)."""
     words = np.ascontiguousarray(points, dtype=np.float64).view(np.uint64)
-    h = np.full(len(words), 0x9E3779B97F4A7C15, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for column in range(words.shape[1]):
-            h ^= words[:, column]
-            h *= np.uint64(0xBF58476D1CE4E5B9)
-            h ^= h >> np.uint64(31)
+    h = np.full(len(words), _HASH_SEED, dtype=np.uint64)
+    shifted = np.empty_like(h)
+    # In-place ufuncs on small batches: each call's fixed cost is most of the work. Integer
+    # array arithmetic wraps modulo 2**64 without a warning, as this hash needs.
+    for column in words.T:
+        h ^= column
+        h *= _HASH_MULTIPLIER
+        np.right_shift(h, 31, out=shifted)
+        h ^= shifted
     return (h >> np.uint64(32)).astype(np.uint32)
+
+
+def unique_rows(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(points, axis=0, return_inverse=True)`` for a 2-D array, at a fraction of its
+    cost (``np.unique`` sorts a structured view of the rows): the distinct rows in
+    lexicographic order, and for each row the index of its distinct row. Rows equal as
+    numbers are one row (as in ``np.unique``); where they differ only in the sign of a zero,
+    the row kept may be another one of them than ``np.unique`` keeps."""
+    order = np.lexsort(points.T[::-1])  # the first column is the primary key
+    ordered = points[order]
+    starts = np.empty(len(points), dtype=bool)
+    starts[:1] = True
+    np.any(ordered[1:] != ordered[:-1], axis=1, out=starts[1:])
+    inverse = np.empty(len(points), dtype=np.int64)
+    inverse[order] = np.cumsum(starts) - 1
+    return ordered[starts], inverse
 
 
 class TreeLevel:
@@ -105,23 +128,23 @@ def find_equal(levels: Levels, points: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """
     level_of = np.full(len(points), -1, dtype=np.int64)
     entry_of = np.full(len(points), -1, dtype=np.int64)
+    if not levels or not len(points):
+        return level_of, entry_of
     hashes = hash_points(points)
+    pending = np.arange(len(points))
     # Largest level first: it holds most entries, so most hits end the search early.
     for level_index, level in reversed(levels):
+        rows, position = pending, np.searchsorted(level.hashes, hashes[pending])
+        while rows.size:  # walk runs of equal hashes (collisions are rare)
+            inside = position < len(level)
+            rows, position = rows[inside], position[inside]
+            same_hash = level.hashes[position] == hashes[rows]
+            rows, position = rows[same_hash], position[same_hash]
+            equal = (level.points[position] == points[rows]).all(axis=1) & (level.last_used[position] != 0)
+            level_of[rows[equal]] = level_index
+            entry_of[rows[equal]] = position[equal]
+            rows, position = rows[~equal], position[~equal] + 1
         pending = np.flatnonzero(level_of < 0)  # a (key, action) is stored once at most
         if not pending.size:
             break
-        position = np.zeros(len(points), dtype=np.int64)
-        position[pending] = np.searchsorted(level.hashes, hashes[pending])
-        while pending.size:  # walk runs of equal hashes (collisions are rare)
-            candidate = position[pending]
-            inside = candidate < len(level)
-            pending, candidate = pending[inside], candidate[inside]
-            same_hash = level.hashes[candidate] == hashes[pending]
-            pending, candidate = pending[same_hash], candidate[same_hash]
-            equal = (level.points[candidate] == points[pending]).all(axis=1) & (level.last_used[candidate] != 0)
-            level_of[pending[equal]] = level_index
-            entry_of[pending[equal]] = candidate[equal]
-            pending = pending[~equal]
-            position[pending] += 1
     return level_of, entry_of

@@ -1,7 +1,10 @@
 import numpy as np
 import pytest
 
-from emdqn.memory import EpisodicMemory
+from scipy.signal import lfilter
+
+from emdqn.memory import EpisodicMemory, discounted_returns
+from emdqn.memory_index import hash_points, unique_rows
 
 OBS_SHAPE = (4, 84, 84)
 
@@ -130,6 +133,32 @@ def test_returns_are_computed_backwards_with_gamma():
     values, found = memory.lookup(keys, np.zeros(4, dtype=int))
     assert found.all()
     np.testing.assert_allclose(values, [0.75, 1.5, 1.0, 2.0])
+
+
+def test_discounted_returns_round_exactly_as_a_linear_filter():
+    rng = np.random.default_rng(7)
+    for gamma in (0.0, 0.5, 0.99, 1.0, float(rng.random())):
+        for rewards in (rng.normal(0, 10, 300), rng.integers(-1, 2, 57).astype(float), np.array([3.0])):
+            expected = lfilter([1.0], [1.0, -gamma], rewards[::-1])[::-1]
+            assert discounted_returns(rewards, gamma).tobytes() == expected.tobytes()
+
+
+def test_unique_rows_gives_numpys_rows_and_inverse():
+    rng = np.random.default_rng(8)
+    for size in (1, 2, 9, 200):
+        pool = rng.integers(-3, 4, (7, 5)) * 0.37
+        points = pool[rng.integers(0, len(pool), size)]
+        rows, inverse = unique_rows(points)
+        expected_rows, expected_inverse = np.unique(points, axis=0, return_inverse=True)
+        assert rows.tobytes() == expected_rows.tobytes()
+        assert (inverse == expected_inverse.reshape(-1)).all()
+
+
+def test_the_key_hash_is_stable():
+    # The order of entries inside a level (and so which of two equally old entries is
+    # evicted first) follows this hash: a change would change runs and resumed runs.
+    points = np.array([[0.0, 1.5, -2.25, 3.0, 0.0], [1e-3, 7.0, 0.5, -0.0, 2e12]])
+    assert hash_points(points).tolist() == [1336254466, 347217921]
 
 
 def test_capacity_evicts_least_recently_used_and_keeps_max_returns():
