@@ -41,6 +41,20 @@ def test_minatar_repeat_figures_equal_their_records():
         assert row == f"| {game} | {percent(shares['state_repeats'])} | {percent(shares['state_action_repeats'])} |"
 
 
+def test_minatar_throughput_figures_equal_their_record():
+    record = json.loads((RESULTS / "minatar_throughput.json").read_text())
+    block = quoted_block("performance.md", "minatar_throughput")
+    medians = {}
+    for loop, values in record["sps"].items():
+        medians[loop] = sorted(values)[len(values) // 2]
+        cells = " | ".join(f"{value:.0f}" for value in (*values, medians[loop]))
+        assert f"| {loop} | {cells} |" in block, f"docs/performance.md quotes other {loop} figures than its record"
+    none = medians["ours, memory=none"]
+    assert f"**{none / medians['bare PyTorch loop']:.3f}**" in block
+    assert f"**{medians['ours, memory=kdtree'] / none:.3f}**" in block
+    assert record["commit"][:7] in (ROOT / "docs" / "performance.md").read_text()
+
+
 def test_the_minatar_table_in_the_docs_is_the_report_of_the_run_records():
     runs = sorted((RESULTS / "minatar" / "runs").glob("*.json"))
     assert runs, "the docs quote a MinAtar table: its run records must be committed"
