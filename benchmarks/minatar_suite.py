@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 from _records import REPO_ROOT, config_hash, metadata_block, write_record
-from minatar_report import build_report, docs_of
+from minatar_report import build_report, docs_of, readme_of
 from omegaconf import OmegaConf
 
 GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
@@ -188,7 +188,7 @@ def main() -> None:
                 build_report(args.out)
             if args.commit and written:
                 report = [args.out / name for name in ("table.md", "summary.json", "curves.png")]
-                commit_files(written + report + [docs_of(args.out)],
+                commit_files(written + report + [docs_of(args.out), readme_of(args.out)],
                              f"MinAtar suite results: {game} seed {seed} n_step {n_step} "
                              f"({', '.join(p.stem.split('__')[1] for p in written)}), {args.steps:,} env steps")
     build_report(args.out)

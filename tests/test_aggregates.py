@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from emdqn.aggregates import aggregate_scores, bootstrap_mean_interval, normalize_by_baseline
+from emdqn.aggregates import (aggregate_scores, bootstrap_difference_interval, bootstrap_mean_interval,
+                              normalize_by_baseline)
 
 
 def test_an_arm_better_on_every_run_of_every_task_improves_with_probability_one():
@@ -39,3 +40,11 @@ def test_normalization_and_bootstrap_interval():
 def test_arms_must_share_the_tasks():
     with pytest.raises(ValueError, match="same tasks"):
         aggregate_scores({"a": np.zeros((2, 3)), "b": np.zeros((2, 2))})
+
+
+def test_difference_interval_excludes_zero_only_for_separated_groups():
+    ahead, low, high = bootstrap_difference_interval(np.array([5.0, 6.0, 7.0]), np.array([1.0, 2.0, 3.0]))
+    assert ahead == 4.0 and 2.0 <= low < 4.0 < high <= 6.0
+    tie = bootstrap_difference_interval(np.array([1.0, 5.0, 3.0]), np.array([2.0, 4.0, 3.0]))
+    assert tie[0] == 0.0 and tie[1] < 0.0 < tie[2]
+    assert bootstrap_difference_interval(np.array([2.0]), np.array([3.0])) == (-1.0, -1.0, -1.0)

@@ -58,7 +58,7 @@ def test_minatar_throughput_figures_equal_their_record():
 def test_the_minatar_table_in_the_docs_is_the_report_of_the_run_records():
     runs = sorted((RESULTS / "minatar" / "runs").glob("*.json"))
     assert runs, "the docs quote a MinAtar table: its run records must be committed"
-    from minatar_report import MARKERS, markdown_table
+    from minatar_report import MARKERS, README_MARKERS, markdown_table, readme_summary
 
     summary = json.loads((RESULTS / "minatar" / "summary.json").read_text())
     records = [json.loads(path.read_text()) for path in runs]
@@ -72,6 +72,9 @@ def test_the_minatar_table_in_the_docs_is_the_report_of_the_run_records():
     assert (RESULTS / "minatar" / "table.md").read_text() == table
     docs = (ROOT / "docs" / "results.md").read_text()
     assert f"{MARKERS[0]}\n{table}{MARKERS[1]}" in docs, "docs/results.md holds an older MinAtar table"
+    readme = (ROOT / "README.md").read_text()
+    assert f"{README_MARKERS[0]}\n{readme_summary(summary)}{README_MARKERS[1]}" in readme, \
+        "README.md holds older MinAtar aggregates"
 
 
 def test_cartpole_figures_equal_their_record():
