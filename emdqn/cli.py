@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -79,9 +80,11 @@ def one_line_errors() -> Iterator[None]:
     os.environ["HYDRA_FULL_ERROR"] = os.environ[SHORT_ERRORS] = "1"
     from hydra.errors import HydraException
 
+    started, argv = time.time(), list(sys.argv)
     try:
         yield
     except HydraException as error:  # composing the config; errors of our code keep their traceback
+        remove_unused_sweep_folder(argv, started)
         exit_with_one_line(composition_error_line(error))
 
 
@@ -146,6 +149,35 @@ def remove_unused_job_folder() -> None:
     if folder.is_dir() and {entry.name for entry in folder.iterdir()} <= HYDRA_ONLY:
         logging.shutdown()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def remove_unused_sweep_folder(argv: list[str], started: float) -> None:
+    """A multirun whose jobs fail to compose has written only Hydra's ``multirun.yaml`` into
+    its new sweep folder (Hydra composes every job before it launches one). Remove that
+    folder, and its date folder when nothing else is in it: the one written since ``started``
+    whose recorded overrides are this command's."""
+    if "-m" not in argv and "--multirun" not in argv:
+        return
+    from omegaconf import OmegaConf
+
+    overrides = [arg for arg in argv[1:] if not arg.startswith("-")]
+    named = [arg.split("=", 1)[1] for arg in overrides if arg.startswith("hydra.sweep.dir=")]
+    folders = [Path(named[-1])] if named else [path.parent for path in Path("multirun").glob("*/*/multirun.yaml")]
+    for folder in folders:
+        written = folder / "multirun.yaml"
+        if not written.is_file() or {entry.name for entry in folder.iterdir()} != {"multirun.yaml"}:
+            continue
+        try:
+            recorded = list(OmegaConf.load(written).hydra.overrides.task)
+        except Exception:  # not a file Hydra wrote as we expect: leave it
+            continue
+        if written.stat().st_mtime >= started and recorded == [arg for arg in overrides
+                                                               if not arg.startswith("hydra.")]:
+            shutil.rmtree(folder, ignore_errors=True)
+            try:
+                folder.parent.rmdir()  # only when empty
+            except OSError:
+                pass
 
 
 # Third-party output we have chosen to live with, each silenced by its exact message.

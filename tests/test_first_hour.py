@@ -30,6 +30,16 @@ def test_a_rejected_input_answers_with_one_line_and_leaves_no_folder(tmp_path, o
     assert time.perf_counter() - start < 30  # the machine's start-up, not a training run
 
 
+def test_a_multirun_whose_jobs_fail_to_compose_leaves_no_sweep_folder(tmp_path):
+    other = tmp_path / "multirun" / "2026-01-01" / "10-00-00-000000"  # someone else's sweep stays
+    other.mkdir(parents=True)
+    (other / "multirun.yaml").write_text("hydra: {}\n")
+    result = run_train(["-m", "memory.lambda=0,abc", "env=cartpole", "model=mlp"], cwd=tmp_path, check=False,
+                       extra_env=ONE_LINE)
+    assert result.returncode == 2 and "memory.lambda='abc' is not allowed" in result.stderr
+    assert sorted((tmp_path / "multirun").rglob("*")) == [other.parent, other, other / "multirun.yaml"]
+
+
 def test_help_lists_only_real_config_groups(tmp_path):
     (tmp_path / "outputs" / "2026-01-01" / "run" / ".hydra").mkdir(parents=True)
     (tmp_path / "multirun" / "x").mkdir(parents=True)
