@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -149,13 +150,27 @@ def remove_unused_job_folder() -> None:
     if folder.is_dir() and {entry.name for entry in folder.iterdir()} <= HYDRA_ONLY:
         logging.shutdown()
         shutil.rmtree(folder, ignore_errors=True)
+        parent = folder.parent
+        if parent.is_dir() and {entry.name for entry in parent.iterdir()} == {"multirun.yaml"}:
+            shutil.rmtree(parent, ignore_errors=True)  # a sweep none of whose jobs started
+            parent = parent.parent
+        remove_empty_date_folder(parent)
+
+
+def remove_empty_date_folder(folder: Path) -> None:
+    """Hydra's ``<date>`` folder (``outputs/2026-11-26``) once nothing is left in it."""
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", folder.name):
+        try:
+            folder.rmdir()  # only when empty
+        except OSError:
+            pass
 
 
 def remove_unused_sweep_folder(argv: list[str], started: float) -> None:
     """A multirun whose jobs fail to compose has written only Hydra's ``multirun.yaml`` into
     its new sweep folder (Hydra composes every job before it launches one). Remove that
-    folder, and its date folder when nothing else is in it: the one written since ``started``
-    whose recorded overrides are this command's."""
+    folder, the one written since ``started`` whose recorded overrides are this command's,
+    and its date folder when nothing else is in it."""
     if "-m" not in argv and "--multirun" not in argv:
         return
     from omegaconf import OmegaConf
@@ -174,10 +189,7 @@ def remove_unused_sweep_folder(argv: list[str], started: float) -> None:
         if written.stat().st_mtime >= started and recorded == [arg for arg in overrides
                                                                if not arg.startswith("hydra.")]:
             shutil.rmtree(folder, ignore_errors=True)
-            try:
-                folder.parent.rmdir()  # only when empty
-            except OSError:
-                pass
+            remove_empty_date_folder(folder.parent)
 
 
 # Third-party output we have chosen to live with, each silenced by its exact message.

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from emdqn.choices import (ATARI_FRAMES, ENV_KINDS, IMAGE_MODELS, LOSSES, MATCH_MODES, MEMORY_AVERAGES,
                            MINATAR_ACTION_SETS, MINATAR_GAMES, MODEL_NAMES, PADDINGS, PRECISIONS)
+from emdqn.schema import unknown_keys
 
 DEFAULT_LAMBDA = 0.1  # the paper's and the original code's memory weight
 
@@ -111,6 +112,8 @@ def _positive_int(cfg: DictConfig, key: str, minimum: int = 1) -> int:
 
 def validate(cfg: DictConfig) -> None:
     """Check a composed config; raise ConfigError on the first invalid value."""
+    for line in unknown_keys(cfg):
+        raise ConfigError(line)
     agent = cfg.agent
     gamma = agent.gamma
     if not isinstance(gamma, (int, float)) or not 0.0 <= gamma <= 1.0:

@@ -8,7 +8,7 @@ YAML files; the ranges and the rules between keys are checked by :func:`emdqn.co
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -210,6 +210,24 @@ def schema_keys(schema: type) -> list[str]:
     """The keys a schema allows, for messages."""
     names = [schema_field.name for schema_field in fields(schema)]
     return [*names, "lambda"] if schema is MemorySchema else names
+
+
+def unknown_keys(cfg: DictConfig, path: str = "") -> list[str]:
+    """Keys of ``cfg`` that its schemas do not have, as one line each. Hydra refuses them in
+    an override but lets an explicit append (``+agent.foo=1``) through, and nothing reads them."""
+    schema = OmegaConf.get_type(cfg)
+    allowed = set(schema_keys(schema)) if is_dataclass(schema) else None
+    lines = []
+    for key in cfg.keys():
+        full_key = f"{path}.{key}" if path else str(key)
+        if allowed is not None and key not in allowed:
+            where = f"the keys of {path}" if path else "the top-level keys"
+            lines.append(f"{full_key} is not a config key; {where}: {', '.join(schema_keys(schema))}")
+            continue
+        node = cfg._get_node(key)
+        if isinstance(node, DictConfig) and not node._is_missing() and not node._is_none():
+            lines += unknown_keys(node, full_key)
+    return lines
 
 
 def register_schemas() -> None:

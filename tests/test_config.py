@@ -165,6 +165,17 @@ def test_every_option_of_every_group_composes_against_its_schema():
         validate(compose_config([f"experiment={experiment}"]))
 
 
+def test_an_appended_key_that_no_schema_has_is_refused_in_one_line():
+    from emdqn.config import ConfigError
+
+    for override, line in (("+agent.foo=1", "agent.foo is not a config key; the keys of agent: gamma, lr,"),
+                           ("+logger.wandb.x=1", "logger.wandb.x is not a config key; the keys of logger.wandb:"),
+                           ("+foo=1", "foo is not a config key; the top-level keys: env, model, agent,")):
+        with pytest.raises(ConfigError) as error:
+            validate(compose_config([override]))
+        assert str(error.value).startswith(line)
+
+
 @pytest.mark.parametrize("override, line", [
     ("agent.batch_size=abc", "agent.batch_size='abc' is not allowed: an integer"),
     ("memory.lambda=abc", "memory.lambda='abc' is not allowed: a number"),
