@@ -94,7 +94,7 @@ def composition_error_line(error: BaseException) -> str:
     like our own rejections (``agent.batch_size='abc' is not allowed: an integer``)."""
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
-    from emdqn.schema import schema_keys
+    from emdqn.schema import not_a_config_key
 
     cause = error.__cause__
     key = getattr(cause, "full_key", None)
@@ -103,8 +103,7 @@ def composition_error_line(error: BaseException) -> str:
         return f"{key}={override_value(override)!r} is not allowed: {expected_value(cause)}"
     if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and key and dataclasses.is_dataclass(
             cause.object_type):
-        where = f"the keys of {key.rsplit('.', 1)[0]}" if "." in key else "the top-level keys"
-        return f"{key} is not a config key; {where}: {', '.join(schema_keys(cause.object_type))}"
+        return not_a_config_key(key, cause.object_type)
     lines = [line.strip() for line in str(error).split("Config search path:")[0].splitlines() if line.strip()]
     parts: list[str] = []
     for line in lines:

@@ -212,6 +212,12 @@ def schema_keys(schema: type) -> list[str]:
     return [*names, "lambda"] if schema is MemorySchema else names
 
 
+def not_a_config_key(full_key: str, schema: type) -> str:
+    """The one line for a key that ``schema`` (the type of the key's parent) does not have."""
+    where = f"the keys of {full_key.rsplit('.', 1)[0]}" if "." in full_key else "the top-level keys"
+    return f"{full_key} is not a config key; {where}: {', '.join(schema_keys(schema))}"
+
+
 def unknown_keys(cfg: DictConfig, path: str = "") -> list[str]:
     """Keys of ``cfg`` that its schemas do not have, as one line each. Hydra refuses them in
     an override but lets an explicit append (``+agent.foo=1``) through, and nothing reads them."""
@@ -221,8 +227,7 @@ def unknown_keys(cfg: DictConfig, path: str = "") -> list[str]:
     for key in cfg.keys():
         full_key = f"{path}.{key}" if path else str(key)
         if allowed is not None and key not in allowed:
-            where = f"the keys of {path}" if path else "the top-level keys"
-            lines.append(f"{full_key} is not a config key; {where}: {', '.join(schema_keys(schema))}")
+            lines.append(not_a_config_key(full_key, schema))
             continue
         node = cfg._get_node(key)
         if isinstance(node, DictConfig) and not node._is_missing() and not node._is_none():
