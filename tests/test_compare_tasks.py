@@ -89,3 +89,24 @@ def test_atari_suites_get_human_normalized_aggregates(tmp_path):
     assert hns["lambda=0.1"]["optimality_gap"][0] == pytest.approx(0.0)
     assert hns["lambda=0.0"]["optimality_gap"][0] == pytest.approx(1 - (expected["breakout"] + expected["pong"]) / 2)
     assert "| lambda=0.1 |" in (tmp_path / "out" / "comparison.md").read_text().split("optimality gap |")[1]
+
+
+def test_the_suite_report_calls_the_memory_ahead_behind_or_tied_only_with_three_seeds():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from minatar_report import memory_effects
+
+    def row(finals):
+        return {"seeds": list(range(len(finals))), "per_seed": {"final_return": finals, "eval_return": finals}}
+
+    games = {"ahead": {"dqn": row([1.0, 2.0, 3.0]), "emdqn": row([6.0, 7.0, 8.0])},
+             "behind": {"dqn": row([6.0, 7.0, 8.0]), "emdqn": row([1.0, 2.0, 3.0])},
+             "tie": {"dqn": row([1.0, 5.0, 3.0]), "emdqn": row([2.0, 4.0, 3.0])},
+             "two seeds": {"dqn": row([1.0, 2.0]), "emdqn": row([6.0, 7.0])}}
+    effects = memory_effects(games, reps=500)
+    assert {game: effects[game]["emdqn"]["final_return"]["verdict"] for game in games} == {
+        "ahead": "ahead", "behind": "behind", "tie": "tie", "two seeds": None}
+    assert effects["ahead"]["emdqn"]["final_return"]["difference"][0] == 5.0
+    assert "emdqn_nstep" not in effects["ahead"]  # no 3-step runs, no 3-step comparison
