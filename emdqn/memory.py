@@ -30,27 +30,13 @@ import time
 from typing import Any, Sequence
 
 import numpy as np
+from scipy.signal import lfilter
 
 from emdqn.choices import MATCH_MODES
 from emdqn.memory_index import TreeLevel, find_equal, find_within, unique_rows
 
 ACTION_SEPARATION = 1e12
 _PROJECTION_SCALE = 2.0 ** 16
-
-
-def discounted_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
-    """G_t = r_t + gamma G_(t+1), walking backwards from G_T = r_T (float64).
-
-    A Python loop: episodes are short next to the fixed cost of a vectorized filter call,
-    and each G_t is rounded exactly as ``scipy.signal.lfilter([1], [1, -gamma])`` rounds it.
-    """
-    values = np.asarray(rewards, dtype=np.float64).tolist()
-    returns = [0.0] * len(values)
-    running, gamma = 0.0, float(gamma)
-    for step in range(len(values) - 1, -1, -1):
-        running = values[step] + gamma * running
-        returns[step] = running
-    return np.array(returns, dtype=np.float64)
 
 
 class EpisodicMemory:
@@ -344,7 +330,7 @@ class EpisodicMemory:
             raise ValueError(f"rewards must be 1-D, got shape {rewards.shape}")
         if not np.isfinite(rewards).all():
             raise ValueError("rewards must be finite (no NaN or inf)")
-        returns = discounted_returns(rewards, gamma)
+        returns = lfilter([1.0], [1.0, -gamma], rewards[::-1])[::-1]
         # Written walking backwards, as the original does: the episode's first steps are
         # its most recently written entries.
         self.write(np.asarray(keys)[::-1], np.asarray(actions)[::-1], returns[::-1])

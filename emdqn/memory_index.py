@@ -32,20 +32,19 @@ from scipy.spatial import cKDTree
 
 _HASH_SEED = np.uint64(0x9E3779B97F4A7C15)
 _HASH_MULTIPLIER = np.uint64(0xBF58476D1CE4E5B9)
+_HASH_SHIFT = np.uint64(31)
 
 
 def hash_points(points: np.ndarray) -> np.ndarray:
     """A 32-bit hash of each row's exact float64 bytes (for duplicate checks on write)."""
     words = np.ascontiguousarray(points, dtype=np.float64).view(np.uint64)
     h = np.full(len(words), _HASH_SEED, dtype=np.uint64)
-    shifted = np.empty_like(h)
-    # In-place ufuncs on small batches: each call's fixed cost is most of the work. Integer
-    # array arithmetic wraps modulo 2**64 without a warning, as this hash needs.
-    for column in words.T:
-        h ^= column
+    # Integer arrays wrap modulo 2**64 without a warning, as this hash needs: no errstate
+    # context, whose cost is most of a small batch's hash.
+    for column in range(words.shape[1]):
+        h ^= words[:, column]
         h *= _HASH_MULTIPLIER
-        np.right_shift(h, 31, out=shifted)
-        h ^= shifted
+        h ^= h >> _HASH_SHIFT
     return (h >> np.uint64(32)).astype(np.uint32)
 
 
