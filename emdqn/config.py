@@ -7,7 +7,7 @@ value and what is allowed. ``lambda`` is a Python keyword: read it as ``cfg.memo
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -225,8 +225,10 @@ def validate(cfg: DictConfig) -> None:
               "Q-values: faster where the CPU or GPU has bf16 units, not bit-identical to fp32)")
 
 
-def budget_warnings(cfg: DictConfig) -> list[str]:
-    """Settings that cannot work at this budget (an Atari schedule on a short flat-env run)."""
+def budget_warnings(cfg: DictConfig, overrides: Sequence[str] = ()) -> list[str]:
+    """Settings that cannot work at this budget (an Atari schedule on a short flat-env run).
+    ``overrides``: the command line's, which say whether a preset (``experiment=...``) set the
+    agent; without one, a non-Atari env runs with the Atari agent settings."""
     agent, total = cfg.agent, int(cfg.agent.total_steps)
     messages = []
     schedule = OmegaConf.to_container(agent.exploration.schedule)
@@ -237,7 +239,8 @@ def budget_warnings(cfg: DictConfig) -> list[str]:
     if int(agent.target_update) >= total - int(agent.learning_starts):
         messages.append(f"agent.target_update={agent.target_update:,} env steps: the target network is never synced "
                         f"between learning starts ({agent.learning_starts:,}) and the end of the budget ({total:,})")
-    if messages and cfg.env.kind != "atari":
+    preset = any(override.lstrip("+~").startswith("experiment=") for override in overrides)
+    if messages and cfg.env.kind != "atari" and not preset:
         messages.append(f"env={cfg.env.name} runs with the Atari agent settings; the presets experiment=cartpole, "
                         "experiment=frozenlake and experiment=minatar set values that fit")
     return messages

@@ -189,7 +189,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequenc
     weights = resolve_memory_weights(cfg.memory)
     with open_dict(cfg):  # config.yaml and --cfg show the values used
         cfg.memory["lambda"], cfg.memory.beta = weights.lam, weights.beta
-    for message in budget_warnings(cfg):
+    for message in budget_warnings(cfg, overrides or ()):
         log.warning("%s", message)
     if resume_dir:
         state = load_checkpoint(run_path)

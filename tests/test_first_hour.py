@@ -70,13 +70,16 @@ def test_a_run_prints_no_third_party_noise(tmp_path):
 
 
 def test_a_flat_env_with_atari_agent_settings_warns():
-    messages = budget_warnings(compose_config(["env=cartpole", "model=mlp", "agent.total_steps=10000"]))
-    text = " ".join(messages)
+    overrides = ["env=cartpole", "model=mlp", "agent.total_steps=10000"]
+    text = " ".join(budget_warnings(compose_config(overrides), overrides))
     assert "reaches epsilon 0.01 only at env step 2,000,000, after the budget agent.total_steps=10,000" in text
     assert "agent.target_update=40,000 env steps: the target network is never synced" in text
     assert "experiment=cartpole" in text
     assert budget_warnings(compose_config(["experiment=cartpole"])) == []
     assert budget_warnings(compose_config(["experiment=minatar"])) == []
+    short_preset = ["experiment=minatar", "agent.total_steps=6000"]  # the preset, at a budget too short for it
+    text = " ".join(budget_warnings(compose_config(short_preset), short_preset))
+    assert "agent.total_steps=6,000" in text and "Atari agent settings" not in text
 
 
 def test_an_early_pong_checkpoint_writes_only_the_filled_replay(tmp_path):
