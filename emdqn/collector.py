@@ -70,7 +70,7 @@ class Collector:
         self.frames_per_step = frames_per_step
         self.control = control or RunControl()
         self.rng = np.random.default_rng(seed)
-        self.progress = ProgressReporter(total_steps, progress_every_seconds)
+        self.progress = ProgressReporter(total_steps, progress_every_seconds, learning_starts)
         self.log_cadence = Cadence(log_every)
         self.policy: torch.nn.Module | None = None
         self.loggers: list[Any] = []

@@ -91,3 +91,21 @@ def test_an_early_pong_checkpoint_writes_only_the_filled_replay(tmp_path):
     assert sum(path.stat().st_size for path in replay_files) < 20_000_000
     arrays = saved_replay(load_checkpoint(run_dir))
     assert len(arrays["env0_frames"]) <= 2000 + 100  # filled slots only: transitions + episode starts
+
+
+def test_the_progress_line_gives_an_eta_only_once_learning_has_started(caplog, monkeypatch):
+    import logging
+
+    import emdqn.metrics as metrics
+
+    clock = [0.0]
+    monkeypatch.setattr(metrics.time, "perf_counter", lambda: clock[0])
+    reporter = metrics.ProgressReporter(total_steps=10_000, every_seconds=1.0, learning_starts=5_000)
+    with caplog.at_level(logging.INFO, logger="emdqn"):
+        for second, step in enumerate((0, 2_000, 4_000, 5_100, 5_200, 5_300)):  # 2,000 SPS, then 100
+            clock[0] = float(second)
+            reporter.maybe_report(step, 1.0, None, None)
+    lines = [record.getMessage() for record in caplog.records]
+    assert all("ETA ?" in line for line in lines[:3])
+    assert "SPS - | ETA ?" in lines[3]  # learning has just started: its speed is not measured yet
+    assert "SPS 100 | ETA 0m47s" in lines[-1]  # the playing-only phase is out of the window
