@@ -128,15 +128,13 @@ def commit_files(paths: list[Path], message: str) -> None:
     print(f"warning: could not commit {', '.join(map(str, paths))}; the files are written", flush=True)
 
 
-def run_pair(game: str, seed: int, n_step: int, memories: list[str], steps: int, jobs: int, runs_dir: Path,
-             extra: list[str]) -> tuple[Path, str, float]:
-    """One multirun of the given memory settings; returns its folder, command and wall time."""
+def launch(name: str, sweep: list[str], jobs: int, runs_dir: Path, extra: list[str]) -> tuple[Path, str, float]:
+    """One multirun of ``experiment=minatar`` over ``sweep`` (``jobs`` runs at a time, one
+    torch thread each, no checkpoints); returns its folder, command and wall time."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    sweep_dir = runs_dir / f"{game}_n{n_step}_s{seed}_{stamp}"
-    overrides = ["experiment=minatar", f"env.game={game}", f"seed={seed}", f"agent.n_step={n_step}",
-                 f"agent.total_steps={steps}", f"memory={','.join(memories)}", "trainer.threads=1", "logger=csv",
-                 "hydra/launcher=joblib", f"hydra.launcher.n_jobs={min(jobs, len(memories))}",
-                 "checkpoint.every_steps=0", "checkpoint.save_replay=false", *extra]
+    sweep_dir = runs_dir / f"{name}_{stamp}"
+    overrides = ["experiment=minatar", *sweep, "trainer.threads=1", "logger=csv", "hydra/launcher=joblib",
+                 f"hydra.launcher.n_jobs={jobs}", "checkpoint.every_steps=0", "checkpoint.save_replay=false", *extra]
     command = " ".join(["python", "train.py", "-m", *overrides])
     start = time.perf_counter()
     finished = subprocess.run([sys.executable, str(REPO_ROOT / "train.py"), "-m", *overrides,
@@ -144,6 +142,14 @@ def run_pair(game: str, seed: int, n_step: int, memories: list[str], steps: int,
     if finished.returncode != 0:
         raise RuntimeError(f"{command} failed:\n{finished.stdout[-2000:]}\n{finished.stderr[-4000:]}")
     return sweep_dir, command, time.perf_counter() - start
+
+
+def run_pair(game: str, seed: int, n_step: int, memories: list[str], steps: int, jobs: int, runs_dir: Path,
+             extra: list[str]) -> tuple[Path, str, float]:
+    """The given memory settings of one (game, seed, n_step), side by side."""
+    return launch(f"{game}_n{n_step}_s{seed}",
+                  [f"env.game={game}", f"seed={seed}", f"agent.n_step={n_step}", f"agent.total_steps={steps}",
+                   f"memory={','.join(memories)}"], min(jobs, len(memories)), runs_dir, extra)
 
 
 def main() -> None:
