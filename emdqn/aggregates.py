@@ -85,11 +85,19 @@ def aggregate_scores(scores: Mapping[str, np.ndarray], baseline: str | None = No
 
 
 def _interval_estimates(library, score_dict: dict, func, reps: int, seed: int) -> dict[str, tuple[Interval, ...]]:
-    with warnings.catch_warnings():
-        # arch (rliable's bootstrap) deprecates the RandomState that keeps results reproducible.
-        warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
-        estimates, intervals = library.get_interval_estimates(score_dict, func, reps=reps,
-                                                              random_state=np.random.RandomState(seed))
+    # rliable's StratifiedBootstrap draws its resamples from numpy's global generator, not
+    # from the random_state it is given: seed the global one for the call, then put it back,
+    # so that the same scores give the same intervals whatever ran before in the process.
+    global_state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():
+            # arch (rliable's bootstrap) deprecates the RandomState argument.
+            warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
+            estimates, intervals = library.get_interval_estimates(score_dict, func, reps=reps,
+                                                                  random_state=np.random.RandomState(seed))
+    finally:
+        np.random.set_state(global_state)
     return {name: tuple((float(value), float(intervals[name][0][i]), float(intervals[name][1][i]))
                         for i, value in enumerate(np.ravel(estimates[name])))
             for name in score_dict}

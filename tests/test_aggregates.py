@@ -27,6 +27,19 @@ def test_iqm_of_known_scores():
     assert constant == (3.0, 3.0, 3.0)
 
 
+def test_the_same_scores_give_the_same_intervals_whatever_ran_before():
+    # rliable resamples from numpy's global generator: the intervals must not depend on its
+    # state, and computing them must leave that state as it was.
+    rng = np.random.default_rng(1)
+    scores = {"dqn": rng.uniform(0, 1, size=(3, 5)), "emdqn": rng.uniform(0, 1, size=(3, 5))}
+    first = aggregate_scores(scores, baseline="dqn", reps=500)
+    np.random.seed(123)
+    np.random.random(1000)
+    state = np.random.get_state()[1].copy()
+    assert aggregate_scores(scores, baseline="dqn", reps=500) == first
+    assert (np.random.get_state()[1] == state).all()
+
+
 def test_normalization_and_bootstrap_interval():
     normalized = normalize_by_baseline({"dqn": np.array([[1.0, 4.0], [3.0, 4.0]]), "x": np.array([[4.0, 8.0]])}, "dqn")
     assert normalized["x"].tolist() == [[2.0, 2.0]]
