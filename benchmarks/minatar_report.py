@@ -248,14 +248,25 @@ def readme_summary(summary: dict) -> str:
     return "\n".join(part for part in (aggregates_table(summary), effects_table(summary)) if part)
 
 
-def docs_of(out: Path) -> Path:
-    """docs/results.md of the repository that holds the results folder ``<repo>/benchmarks/results/minatar``."""
-    return out.resolve().parents[2] / "docs" / "results.md"
+def repository_of(out: Path, folder: str = "minatar") -> Path | None:
+    """The repository whose published results folder ``out`` is (``<repo>/benchmarks/results/<folder>``),
+    or None: a grid written to any other folder never rewrites the project's documents."""
+    out = out.resolve()
+    if out.name == folder and out.parent.name == "results" and out.parents[1].name == "benchmarks":
+        return out.parents[2]
+    return None
 
 
-def readme_of(out: Path) -> Path:
-    """README.md of the repository that holds the results folder."""
-    return out.resolve().parents[2] / "README.md"
+def docs_of(out: Path, folder: str = "minatar") -> Path | None:
+    """docs/results.md of the repository that publishes ``out``, or None."""
+    repo = repository_of(out, folder)
+    return repo / "docs" / "results.md" if repo else None
+
+
+def readme_of(out: Path) -> Path | None:
+    """README.md of the repository that publishes ``out``, or None."""
+    repo = repository_of(out)
+    return repo / "README.md" if repo else None
 
 
 def update_docs(table: str, docs: Path = DOCS_RESULTS, markers: tuple[str, str] = MARKERS) -> bool:
@@ -283,10 +294,9 @@ def build_report(out: Path = DEFAULT_OUT, docs: Path | None = None) -> dict:
     (out / "table.md").write_text(table)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     plot_curves(results, out / "curves.png")
-    docs = docs or docs_of(out)
-    updated = [str(path) for path, text, markers in ((docs, table, MARKERS),
+    updated = [str(path) for path, text, markers in ((docs or docs_of(out), table, MARKERS),
                                                      (readme_of(out), readme_summary(summary), README_MARKERS))
-               if update_docs(text, path, markers)]
+               if path and update_docs(text, path, markers)]
     print(table)
     print(f"wrote {out / 'table.md'}, {out / 'summary.json'}, {out / 'curves.png'}"
           + (f" and the tables in {' and '.join(updated)}" if updated else ""))

@@ -2,7 +2,7 @@
 
     python benchmarks/minatar_suite.py                      # run what is missing, then the report
     python benchmarks/minatar_suite.py --report-only        # rebuild table and picture from the results
-    python benchmarks/minatar_suite.py --games breakout --seeds 0 --steps 100000   # a smaller grid
+    python benchmarks/minatar_suite.py --games breakout --seeds 0 --steps 100000 --out my_grid   # a grid of one's own
 
 Arms (``experiment=minatar``, identical settings but for the arm's own keys):
 
@@ -20,7 +20,9 @@ the suite resumes where it stopped. After each launch the report
 (``<out>/table.md``, ``<out>/curves.png``, ``<out>/summary.json`` and the table in
 docs/results.md) is rebuilt from the result files alone (``benchmarks/minatar_report.py``);
 ``--commit`` also commits the new results with it (for long suites on machines whose
-uncommitted files do not survive).
+uncommitted files do not survive). Only the project's own folder, ``benchmarks/results/minatar``,
+writes its tables into docs/results.md and README.md; a results folder holds one budget and one
+set of extra overrides, and a grid of other settings is refused there with the line that says so.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import json
 import math
 import subprocess
 import sys
@@ -47,6 +50,7 @@ ARMS = {  # arm -> (memory config, n_step)
     "emdqn_nstep": ("kdtree", 3),
 }
 BIN_STEPS = 5_000  # width of the learning curve's bins, env steps
+LAST_OWN_OVERRIDE = "checkpoint.save_replay=false"  # a run's command holds the user's extra overrides after it
 MEMORY_METRICS = ("memory/hit_rate", "memory/revisit_share", "memory/h_minus_q", "memory/loss_share",
                   "memory/h_mean", "memory/size")
 
@@ -114,6 +118,23 @@ def harvest(run_dir: Path, command: str, wall_seconds: float) -> dict:
     }
 
 
+def settings_mismatch(out: Path, steps: int, extra: list[str]) -> str | None:
+    """Why the records in ``out`` do not fit a grid of ``steps`` env steps and ``extra``
+    overrides, or None. A results folder holds one setting: a grid of another would skip the
+    runs whose record exists and mix its own runs into the same table."""
+    for path in sorted((out / "runs").glob("*.json")):
+        record = json.loads(path.read_text())
+        tokens = record["command"].split()
+        recorded = tokens[tokens.index(LAST_OWN_OVERRIDE) + 1:]
+        if record["env_steps"] != steps:
+            return (f"--steps {steps} is not allowed with --out {out}: its results ran {record['env_steps']:,} env "
+                    f"steps ({path.name}); give another --out for another budget")
+        if recorded != list(extra):
+            return (f"the overrides {' '.join(extra) or '(none)'} are not allowed with --out {out}: its results ran "
+                    f"with {' '.join(recorded) or '(none)'} ({path.name}); give another --out for other settings")
+    return None
+
+
 def commit_files(paths: list[Path], message: str) -> None:
     """Commit only ``paths`` (other staged work stays staged); retry while git is busy."""
     repo = paths[0].parent
@@ -134,7 +155,7 @@ def launch(name: str, sweep: list[str], jobs: int, runs_dir: Path, extra: list[s
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     sweep_dir = runs_dir / f"{name}_{stamp}"
     overrides = ["experiment=minatar", *sweep, "trainer.threads=1", "logger=csv", "hydra/launcher=joblib",
-                 f"hydra.launcher.n_jobs={jobs}", "checkpoint.every_steps=0", "checkpoint.save_replay=false", *extra]
+                 f"hydra.launcher.n_jobs={jobs}", "checkpoint.every_steps=0", LAST_OWN_OVERRIDE, *extra]
     command = " ".join(["python", "train.py", "-m", *overrides])
     start = time.perf_counter()
     finished = subprocess.run([sys.executable, str(REPO_ROOT / "train.py"), "-m", *overrides,
@@ -167,6 +188,8 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="extra overrides for every run (kept in each result)")
     args = parser.parse_args()
 
+    if not args.report_only and (mismatch := settings_mismatch(args.out, args.steps, args.overrides)):
+        parser.error(mismatch)
     if not args.report_only:
         plan = [(seed, game, n_step, [ARMS[arm][0] for arm in args.arms if ARMS[arm][1] == n_step
                                       and not result_path(args.out, game, arm, seed).exists()])
@@ -194,7 +217,7 @@ def main() -> None:
                 build_report(args.out)
             if args.commit and written:
                 report = [args.out / name for name in ("table.md", "summary.json", "curves.png")]
-                commit_files(written + report + [docs_of(args.out), readme_of(args.out)],
+                commit_files([*written, *report, *filter(None, [docs_of(args.out), readme_of(args.out)])],
                              f"MinAtar suite results: {game} seed {seed} n_step {n_step} "
                              f"({', '.join(p.stem.split('__')[1] for p in written)}), {args.steps:,} env steps")
     build_report(args.out)
