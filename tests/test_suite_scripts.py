@@ -1,0 +1,72 @@
+"""The MinAtar suite's and λ probe's bookkeeping: which records fit a grid, which documents a
+results folder may rewrite, and the λ table, on records written here."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _records import write_record  # noqa: E402
+from minatar_lambda import lambda_table  # noqa: E402
+from minatar_report import docs_of, readme_of  # noqa: E402
+from minatar_suite import settings_mismatch  # noqa: E402
+
+OWN = ("trainer.threads=1 logger=csv hydra/launcher=joblib hydra.launcher.n_jobs=2 checkpoint.every_steps=0 "
+       "checkpoint.save_replay=false")
+
+
+def record(game="breakout", arm="emdqn", seed=0, lam=0.1, steps=300_000, extra="", final=5.0):
+    memory = "none" if arm == "dqn" else "kdtree"
+    return {"game": game, "arm": arm, "seed": seed, "memory": memory, "lambda": lam, "n_step": 1,
+            "env_steps": steps, "final_return": final, "eval_return": final + 1, "episodes": 100,
+            "curve": {"bin_steps": 5000, "returns": [final / 2, final]},
+            "memory_metrics": {} if memory == "none" else {"memory/loss_share": 0.5, "memory/revisit_share": 0.9},
+            "command": f"python train.py -m experiment=minatar env.game={game} seed={seed} agent.n_step=1 "
+                       f"agent.total_steps={steps} memory={memory} {OWN} {extra}".strip()}
+
+
+def test_a_results_folder_refuses_a_grid_of_another_budget_or_other_overrides(tmp_path):
+    assert settings_mismatch(tmp_path, 100_000, ["agent.lr=1e-3"]) is None  # an empty folder takes any grid
+    write_record(tmp_path / "runs" / "breakout__emdqn__s0.json", record(extra="agent.lr=1e-3"))
+    assert settings_mismatch(tmp_path, 300_000, ["agent.lr=1e-3"]) is None
+    budget = settings_mismatch(tmp_path, 100_000, ["agent.lr=1e-3"])
+    assert budget.startswith("--steps 100000 is not allowed") and "300,000 env steps" in budget
+    overrides = settings_mismatch(tmp_path, 300_000, [])
+    assert overrides.startswith("the overrides (none) are not allowed") and "with agent.lr=1e-3" in overrides
+
+
+def test_the_suite_refuses_a_mismatched_grid_in_one_line_before_any_run(tmp_path):
+    write_record(tmp_path / "results" / "runs" / "breakout__dqn__s0.json", record(arm="dqn"))
+    finished = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "minatar_suite.py"), "--steps", "1000",
+                               "--out", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs")],
+                              capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 2
+    assert finished.stderr.strip().splitlines()[-1].startswith("minatar_suite.py: error: --steps 1000 is not allowed")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_committed_suite_records_fit_the_suites_default_grid():
+    # The records' commands are what settings_mismatch reads: the suite's default grid must
+    # fit the project's own results folder.
+    assert settings_mismatch(ROOT / "benchmarks" / "results" / "minatar", 300_000, []) is None
+
+
+def test_only_the_published_results_folder_rewrites_the_documents(tmp_path):
+    published = tmp_path / "repo" / "benchmarks" / "results" / "minatar"
+    assert docs_of(published) == tmp_path / "repo" / "docs" / "results.md"
+    assert readme_of(published) == tmp_path / "repo" / "README.md"
+    assert docs_of(published.parent / "minatar_lambda", "minatar_lambda") == tmp_path / "repo" / "docs" / "results.md"
+    for elsewhere in (tmp_path / "my_grid", tmp_path / "repo" / "benchmarks" / "results" / "minatar_small"):
+        assert docs_of(elsewhere) is None and readme_of(elsewhere) is None
+
+
+def test_the_lambda_table_sets_the_probe_beside_the_suites_runs_of_the_same_game_seed_and_budget():
+    probe = [record(lam=0.01, final=7.0), record(lam=0.03, final=6.0)]
+    suite = [record(arm="dqn", lam=0.1, final=4.0), record(final=5.0),
+             record(seed=1, final=9.0), record(steps=100_000, final=9.0), record(game="asterix", final=9.0)]
+    rows = lambda_table(probe, suite).splitlines()[2:]
+    assert [row.split(" | ")[3:5] for row in rows] == [["0 (DQN)", "4.00"], ["0.01", "7.00"], ["0.03", "6.00"],
+                                                       ["0.1", "5.00"]]
+    assert rows[0].endswith("| — | — |") and rows[1].endswith("| 0.50 | 0.90 |")
