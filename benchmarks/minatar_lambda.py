@@ -7,8 +7,8 @@
 Asterix is the game where EMDQN λ = 0.1 falls behind DQN and Breakout the one where it is
 ahead: a λ that keeps Breakout's gain without Asterix's loss is the candidate for a best-λ
 arm, to be confirmed on the other seeds and games. Each run is the suite's EMDQN arm
-(``experiment=minatar memory=kdtree``, same budget, one torch thread, two runs at a time)
-with ``memory.lambda`` changed. Its result record goes to
+(``experiment=minatar memory=kdtree``, same budget, one torch thread) with ``memory.lambda``
+changed; one multirun per (seed, λ) runs the games side by side, two at a time. Its result record goes to
 ``benchmarks/results/minatar_lambda/runs/<game>__lam<λ>__s<seed>.json`` (written by the
 suite's own ``harvest``); a run whose record exists is not redone. The table sets the runs
 beside the suite's DQN and EMDQN λ = 0.1 records of the same game, seed and budget, and is
@@ -95,29 +95,31 @@ def main() -> None:
     if not args.report_only and (mismatch := settings_mismatch(args.out, args.steps, [])):
         parser.error(mismatch)
     if not args.report_only:
-        plan = [(seed, game, [lam for lam in args.lambdas if not record_path(args.out, game, lam, seed).exists()])
-                for seed in args.seeds for game in args.games]
+        # One launch per (seed, λ): the games that miss it run side by side.
+        plan = [(seed, lam, [game for game in args.games if not record_path(args.out, game, lam, seed).exists()])
+                for seed in args.seeds for lam in args.lambdas]
         plan = [item for item in plan if item[2]]
-        print(f"{sum(len(item[2]) for item in plan)} runs to do ({len(plan)} launches); results in {args.out}", flush=True)
-        for seed, game, lambdas in plan:
-            values = ",".join(f"{lam:g}" for lam in lambdas)
-            print(f"{game} seed {seed}: memory.lambda={values}", flush=True)
+        print(f"{sum(len(item[2]) for item in plan)} runs to do ({len(plan)} launches); results in {args.out}",
+              flush=True)
+        for seed, lam, games in plan:
+            print(f"seed {seed} λ {lam:g}: env.game={','.join(games)}", flush=True)
             sweep_dir, command, wall = launch(
-                f"{game}_s{seed}", [f"env.game={game}", f"seed={seed}", f"agent.total_steps={args.steps}",
-                                    "memory=kdtree", f"memory.lambda={values}"],
-                min(args.jobs, len(lambdas)), args.runs_dir, [])
+                f"lam{lam:g}_s{seed}", [f"env.game={','.join(games)}", f"seed={seed}",
+                                        f"agent.total_steps={args.steps}", "memory=kdtree", f"memory.lambda={lam:g}"],
+                min(args.jobs, len(games)), args.runs_dir, [])
             written = []
             for run_dir in sorted(path.parent for path in sweep_dir.glob("*/config.yaml")):
                 result = harvest(run_dir, command, wall)
-                path = record_path(args.out, game, float(result["lambda"]), seed)
+                path = record_path(args.out, result["game"], float(result["lambda"]), seed)
                 write_record(path, result)
                 written.append(path)
-                print(f"    λ {result['lambda']:g}: final return {result['final_return']:.2f}, "
+                print(f"    {result['game']}: final return {result['final_return']:.2f}, "
                       f"eval {result['eval_return']:.2f}, {wall / 60:.1f} min", flush=True)
             build_table(args.out)
             if args.commit:
                 commit_files([*written, args.out / "table.md", *filter(None, [docs_of(args.out, FOLDER)])],
-                             f"MinAtar λ probe results: {game} seed {seed} λ {values}, {args.steps:,} env steps")
+                             f"MinAtar λ probe results: λ {lam:g} seed {seed} ({', '.join(games)}), "
+                             f"{args.steps:,} env steps")
     build_table(args.out)
 
 
