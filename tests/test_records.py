@@ -77,6 +77,18 @@ def test_the_minatar_table_in_the_docs_is_the_report_of_the_run_records():
         "README.md holds older MinAtar aggregates"
 
 
+def test_the_lambda_table_in_the_docs_is_built_from_its_records():
+    from minatar_lambda import MARKERS, lambda_table
+    from minatar_report import load_results
+
+    probe = load_results(RESULTS / "minatar_lambda")
+    assert probe, "the docs quote a λ table: its run records must be committed"
+    table = lambda_table(probe, load_results(RESULTS / "minatar"))
+    assert (RESULTS / "minatar_lambda" / "table.md").read_text() == table
+    docs = (ROOT / "docs" / "results.md").read_text()
+    assert f"{MARKERS[0]}\n{table}{MARKERS[1]}" in docs, "docs/results.md holds an older λ table"
+
+
 def test_cartpole_figures_equal_their_record():
     from learn_cartpole import markdown_table
 
