@@ -188,9 +188,9 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="extra overrides for every run (kept in each result)")
     args = parser.parse_args()
 
-    if not args.report_only and (mismatch := settings_mismatch(args.out, args.steps, args.overrides)):
-        parser.error(mismatch)
     if not args.report_only:
+        if mismatch := settings_mismatch(args.out, args.steps, args.overrides):
+            parser.error(mismatch)
         plan = [(seed, game, n_step, [ARMS[arm][0] for arm in args.arms if ARMS[arm][1] == n_step
                                       and not result_path(args.out, game, arm, seed).exists()])
                 for seed in args.seeds for game in args.games for n_step in sorted({ARMS[a][1] for a in args.arms})]
