@@ -99,10 +99,23 @@ def play_games(network: torch.nn.Module, env_cfg: Any, games: int, epsilon: floa
     return played
 
 
+def evaluation_env(env_cfg: Any) -> Any:
+    """The env config of an evaluation game: the training env's, with Atari games capped at
+    108,000 frames (the cap every published Atari evaluation uses) where training caps them later."""
+    if env_cfg.get("kind") != "atari":
+        return env_cfg
+    capped = OmegaConf.create(OmegaConf.to_container(env_cfg, resolve=True))
+    capped.max_episode_frames = min(int(env_cfg.get("max_episode_frames") or ATARI_EPISODE_FRAMES),
+                                    ATARI_EPISODE_FRAMES)
+    return capped
+
+
 def evaluate(network: torch.nn.Module, env_cfg: Any, episodes: int, epsilon: float = 0.0, seed: int = 0,
              video_folder: str | Path | None = None, video_prefix: str = "eval") -> list[float]:
-    """The returns of ``episodes`` full games (the evaluation during training)."""
-    return play_games(network, env_cfg, episodes, epsilon, seed, video_folder, video_prefix=video_prefix).returns
+    """The returns of ``episodes`` full games (the evaluation during training), capped as
+    :func:`evaluation_env` says."""
+    return play_games(network, evaluation_env(env_cfg), episodes, epsilon, seed, video_folder,
+                      video_prefix=video_prefix).returns
 
 
 def load_weights(run_dir: Path) -> tuple[dict[str, torch.Tensor], int]:

@@ -280,6 +280,11 @@ def final_evaluation(cfg: DictConfig, run_dir: Path, module: EMDQNModule, collec
     return recent if recent is not None else math.nan
 
 
+def flush(loggers: Sequence[Any]) -> None:
+    for logger in loggers:
+        logger.save()
+
+
 def video_options(cfg: DictConfig, run_dir: Path, step: int) -> dict[str, Any]:
     """With ``eval.video=true``: record the evaluation's first game into ``<run>/videos/``."""
     if not cfg.eval.get("video", False):
@@ -303,12 +308,17 @@ class PeriodicWork(pl.Callback):
         step = self.collector.env_steps
         if self.checkpoints.due(step):
             path = save_checkpoint(self.run_dir, module, self.collector, self.cfg.checkpoint.save_replay)
+            flush(trainer.loggers)  # the metrics file holds every row up to the checkpoint
             log.info("Checkpoint at env step %s: %s", f"{step:,}", path)
         if self.evaluations.due(step):
             returns = evaluate(module.q_network, self.cfg.env, self.cfg.eval.episodes, self.cfg.eval.epsilon,
                                seed=self.cfg.seed + 10_000 + step, **video_options(self.cfg, self.run_dir, step))
             mean = float(np.mean(returns))
-            log_metrics(trainer.loggers, {"eval/episodic_return": mean}, step)
+            log_metrics(trainer.loggers, {"eval/episodic_return": mean, "eval/episodic_return_std": float(np.std(returns))},
+                        step)
+            log.info("Evaluation at env step %s over %d games: return %.2f +- %.2f", f"{step:,}", len(returns), mean,
+                     np.std(returns))
+            flush(trainer.loggers)  # an evaluation is on disk as soon as it is played
             if self.cfg.eval.get("keep_best"):
                 module.remember_if_best(mean, step)
             target = self.cfg.eval.get("stop_at_return")
