@@ -51,7 +51,12 @@ def run_folder(runs_dir: Path, game: str, arm: str, seed: int) -> Path:
 
 
 def has_checkpoint(folder: Path) -> bool:
-    return (folder / "checkpoints" / "last.ckpt").is_file() and (folder / "checkpoints" / "last.json").is_file()
+    """A checkpoint of this emdqn (its manifest) or of the earlier layout (``last.ckpt`` and
+    ``last.json``), which a record's commit resumes: a run started before the manifest is
+    continued by the version it started with, never restarted from 0."""
+    directory = folder / "checkpoints"
+    return (directory / "manifest.json").is_file() or all((directory / name).is_file()
+                                                          for name in ("last.ckpt", "last.json"))
 
 
 def plan(record: dict | None, folder: Path, steps: int) -> str:

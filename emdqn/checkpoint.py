@@ -1,32 +1,43 @@
-"""Resumable checkpoints, written atomically into ``<run>/checkpoints/``.
+"""Resumable checkpoints in ``<run>/checkpoints/``, committed by one atomic rename.
 
-``last.ckpt`` (torch.save) holds the networks, the optimizer, every counter, the RNG
-states, the environments (pickled, with the emulator state including its RNG; ale-py's
-vector env cannot be saved, so with it a resumed run starts new games), the episodes in
-progress and the episodic memory. The replay buffer is written beside it in chunk files
-under ``replay/`` (up to 7 GB for a 1M Atari buffer), each rewritten only when the buffer
-changed in it since the previous checkpoint (:mod:`emdqn.replay_files`), before the
-checkpoint that names them; files no checkpoint names are removed only after the new
-checkpoint is in place. Each file is written to a temporary name and renamed, so a kill
-while saving leaves the previous checkpoint loadable.
+A checkpoint is a set of files and the manifest that names them:
 
-``last.ckpt`` holds pickled objects, so loading it runs code: a checkpoint is trusted like
-code. ``last.json`` beside it records that emdqn wrote it, with its SHA-256; resume refuses
-a ``last.ckpt`` that does not match it before unpickling anything. The online network's
-weights are also written alone to ``weights_<env step>.pt`` (tensors only, loadable with
-``torch.load(weights_only=True)``): evaluation reads only that file.
+* ``state_<env step>.ckpt`` (torch.save): the networks, the optimizer, every counter, the
+  RNG states, the environments (pickled, with the emulator state including its RNG; ale-py's
+  vector env cannot be saved, so with it a resumed run starts new games), the episodes in
+  progress and the episodic memory;
+* ``weights_<env step>.pt``: the online network's weights alone (tensors only, loadable with
+  ``torch.load(weights_only=True)``): evaluation reads only this file;
+* ``replay/``: the replay buffer in chunk files (up to 7 GB for a 1M Atari buffer), each
+  rewritten only when the buffer changed in it (:mod:`emdqn.replay_files`);
+* ``manifest.json``: the env step, the run's config, and the size and SHA-256 of every
+  file above, each hashed as it was written.
+
+Every file is written under a temporary name, synced and renamed; the manifest is written
+last, and its rename is the moment the new checkpoint replaces the previous one. Files the
+new manifest does not name are removed only after it. A kill at any point of a save leaves
+one complete checkpoint: the previous one, or the new one.
+
+Every file a resume or an evaluation reads is checked against the manifest first (size,
+then hash): a corrupted file is refused with one line naming it. ``state_*.ckpt`` holds
+pickled objects, so loading it runs code: it is only unpickled when its hash matches. The
+hash protects against corruption (a flipped byte, a truncated copy), not against a tampered
+folder: whoever can write the manifest can write the checkpoint too, so a checkpoint from
+someone else is trusted like code, and the weights-only file is the safe way to share.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -36,12 +47,12 @@ from emdqn.replay_files import ReplayFilesPlan, load_replay, remove_unnamed, rep
 log = logging.getLogger("emdqn")
 
 CHECKPOINT_DIR = "checkpoints"
-CHECKPOINT_FILE = "last.ckpt"
-METADATA_FILE = "last.json"
+MANIFEST_FILE = "manifest.json"
+STATE_PATTERN = "state_*.ckpt"
 WEIGHTS_PATTERN = "weights_*.pt"
 BEST_WEIGHTS_FILE = "weights_best.pt"  # eval.keep_best: kept beside the newest weights
-FORMAT_VERSION = 4  # 3: the module's and the collector's own states; 4: the replay in chunk files
-READABLE_FORMATS = (3, 4)  # a format-3 checkpoint's replay is one replay_<step>.npz
+FORMAT_VERSION = 5  # 5: a manifest naming every file with its hash
+EARLIER_LAYOUT = ("last.ckpt", "last.json")  # formats 3-4: resumed by the emdqn version that wrote them
 
 
 @contextmanager
@@ -61,20 +72,56 @@ class CheckpointError(RuntimeError):
 
 
 def checkpoint_path(run_dir: str | os.PathLike) -> Path:
-    return Path(run_dir) / CHECKPOINT_DIR / CHECKPOINT_FILE
+    """The manifest of a run's checkpoint: it exists once a checkpoint is complete."""
+    return Path(run_dir) / CHECKPOINT_DIR / MANIFEST_FILE
 
 
-def _atomic_write(path: Path, write: Any) -> None:
+@dataclass(frozen=True)
+class FileDigest:
+    """What a file held when it was written: its size and SHA-256."""
+
+    size: int
+    sha256: str
+
+    def as_json(self) -> list:
+        return [self.size, self.sha256]
+
+
+class _HashingWriter:
+    """A file object that hashes what passes through it (no second read of a large file)."""
+
+    def __init__(self, file: Any):
+        self.file, self.digest, self.size = file, hashlib.sha256(), 0
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self.digest.update(view)
+        self.size += len(view)
+        return self.file.write(view)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def _atomic_write(path: Path, write: Callable[[Any], Any]) -> FileDigest:
+    """Write ``path`` through a temporary file (synced, then renamed); returns its digest."""
     temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("wb") as file:
-        write(file)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
+    try:
+        with temporary.open("wb") as file:
+            hashing = _HashingWriter(file)
+            write(hashing)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise CheckpointError(f"could not write {path} ({error.strerror or error}); the previous checkpoint "
+                              "is kept") from None
+    return FileDigest(hashing.size, hashing.digest.hexdigest())
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    _atomic_write(path, lambda file: torch.save(obj, file))
+def _atomic_torch_save(obj: Any, path: Path) -> FileDigest:
+    return _atomic_write(path, lambda file: torch.save(obj, file))
 
 
 def file_sha256(path: Path) -> str:
@@ -85,8 +132,118 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def verified_bytes(path: Path, expected: Any) -> bytes:
+    """The bytes of ``path`` if they are what the manifest recorded (``[size, sha256]``)."""
+    size, sha256 = expected
+    try:
+        actual_size = path.stat().st_size
+        if actual_size != size:
+            raise CheckpointError(f"{path} is not the file emdqn wrote ({actual_size:,} bytes, the manifest "
+                                  f"records {size:,}): a truncated or replaced file; refusing to read it")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing: the checkpoint's manifest names it") from None
+    except OSError as error:
+        raise CheckpointError(f"{path} cannot be read ({error.strerror or error})") from None
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise CheckpointError(f"{path} is not the file emdqn wrote (its SHA-256 differs from the manifest's): a "
+                              "corrupted or replaced file; refusing to read it")
+    return data
+
+
 def weights_path(run_dir: str | os.PathLike, env_steps: int) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / f"weights_{env_steps}.pt"
+
+
+def read_manifest(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The manifest of a run's checkpoint, or None when it has none (CheckpointError when unreadable)."""
+    path = checkpoint_path(run_dir)
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{path} is unreadable ({type(error).__name__}): the checkpoint cannot be "
+                              "trusted") from None
+    if not isinstance(manifest, dict) or manifest.get("written_by") != "emdqn" or "state" not in manifest:
+        raise CheckpointError(f"{path} is not a manifest emdqn wrote: the checkpoint cannot be trusted")
+    return manifest
+
+
+def latest_weights(run_dir: str | os.PathLike) -> tuple[Path, int, list] | None:
+    """The weights-only file the run's checkpoint names, its env step and its digest; or None."""
+    manifest = read_manifest(run_dir)
+    if manifest is None:
+        return None
+    name, digest = manifest["weights"]
+    return Path(run_dir) / CHECKPOINT_DIR / name, int(manifest["env_steps"]), digest
+
+
+def load_weights_file(path: Path, digest: Any) -> dict[str, torch.Tensor]:
+    """Tensors from a weights-only file the manifest names, checked, never unpickling objects."""
+    data = verified_bytes(path, digest)
+    try:
+        weights = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as error:  # weights_only refuses any object that is not tensors and containers
+        raise CheckpointError(f"{path} is not a weights-only file ({type(error).__name__}); refusing to load it") \
+            from None
+    if not isinstance(weights, dict) or not all(isinstance(value, torch.Tensor) for value in weights.values()):
+        raise CheckpointError(f"{path} does not hold a network's weights (a dict of tensors)")
+    return weights
+
+
+def _free_name(directory: Path, name: str, taken: set[str]) -> str:
+    """``name``, or ``name`` with a counter when the current checkpoint already names it (a
+    second save at the same env step must not overwrite a file the manifest relies on)."""
+    stem, suffix = name.rsplit(".", 1)
+    candidate, count = name, 1
+    while candidate in taken:
+        candidate, count = f"{stem}.{count}.{suffix}", count + 1
+    return candidate
+
+
+def save_checkpoint(run_dir: str | os.PathLike, module: Any, collector: Any, save_replay: bool = True,
+                    config: dict[str, Any] | None = None) -> Path:
+    """Write a resumable checkpoint of the run (the module's and the collector's state, and
+    ``config``, the run's resolved config); returns its manifest's path."""
+    directory = Path(run_dir) / CHECKPOINT_DIR
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CheckpointError(f"could not create {directory} ({error.strerror or error})") from None
+    previous = read_manifest_quietly(run_dir)
+    taken = set(named_files(previous)) if previous else set()
+    step = collector.env_steps
+    replay_index = replay_meta = None
+    if save_replay:
+        replay_state = collector.replay.state_dict()
+        plan = ReplayFilesPlan(directory, step, replay_state, previous.get("replay") if previous else None)
+        with reporting("Saving the replay buffer's changed part", plan.bytes_to_write):
+            replay_index = plan.write(lambda path, write: _atomic_write(path, write).as_json())
+        replay_meta = {key: value for key, value in replay_state.items() if key != "arrays"}
+    state = {
+        "format": FORMAT_VERSION,
+        "env_steps": step,
+        "module": module.training_state(),
+        "collector": collector.state_dict(),
+        "replay_meta": replay_meta,
+        "torch_rng": torch.get_rng_state(),
+    }
+    weights_name = _free_name(directory, f"weights_{step}.pt", taken)
+    weights = _atomic_torch_save({name: tensor.detach().cpu() for name, tensor in module.q_network.state_dict().items()},
+                                 directory / weights_name)
+    state_name = _free_name(directory, f"state_{step}.ckpt", taken)
+    state_digest = _atomic_torch_save(state, directory / state_name)
+    manifest = {"written_by": "emdqn", "format": FORMAT_VERSION, "env_steps": step,
+                "state": [state_name, state_digest.as_json()], "weights": [weights_name, weights.as_json()],
+                "replay": replay_index, "config": config}
+    path = directory / MANIFEST_FILE
+    _atomic_write(path, lambda file: file.write(json.dumps(manifest, indent=1).encode()))  # the commit point
+    remove_unnamed(directory, replay_index)
+    for old in [*directory.glob(STATE_PATTERN), *directory.glob(WEIGHTS_PATTERN), *directory.glob("*.tmp")]:
+        if old.name not in (state_name, weights_name, BEST_WEIGHTS_FILE):
+            old.unlink(missing_ok=True)
+    return path
 
 
 def save_best_weights(run_dir: str | os.PathLike, tensors: dict[str, torch.Tensor]) -> Path:
@@ -96,90 +253,43 @@ def save_best_weights(run_dir: str | os.PathLike, tensors: dict[str, torch.Tenso
     return path
 
 
-def latest_weights(run_dir: str | os.PathLike) -> tuple[Path, int] | None:
-    """The newest weights-only file of a run and its env step, or None."""
-    found = []
-    for path in (Path(run_dir) / CHECKPOINT_DIR).glob(WEIGHTS_PATTERN):
-        step = path.stem.split("_", 1)[1]
-        if step.isdigit():
-            found.append((int(step), path))
-    if not found:
-        return None
-    step, path = max(found)
-    return path, step
-
-
-def save_checkpoint(run_dir: str | os.PathLike, module: Any, collector: Any, save_replay: bool = True) -> Path:
-    """Write a resumable checkpoint of the run (the module's and the collector's state); returns its path."""
-    directory = Path(run_dir) / CHECKPOINT_DIR
-    directory.mkdir(parents=True, exist_ok=True)
-    replay_index = None
-    replay_meta = None
-    if save_replay:
-        replay_state = collector.replay.state_dict()
-        plan = ReplayFilesPlan(directory, collector.env_steps, replay_state, previous_replay_index(directory))
-        with reporting("Saving the replay buffer's changed part", plan.bytes_to_write):
-            replay_index = plan.write(_atomic_write)
-        replay_meta = {key: value for key, value in replay_state.items() if key != "arrays"}
-    state = {
-        "format": FORMAT_VERSION,
-        "env_steps": collector.env_steps,
-        "module": module.training_state(),
-        "collector": collector.state_dict(),
-        "replay_index": replay_index,
-        "replay_meta": replay_meta,
-        "torch_rng": torch.get_rng_state(),
-    }
-    weights = weights_path(run_dir, collector.env_steps)
-    _atomic_torch_save({name: tensor.detach().cpu() for name, tensor in module.q_network.state_dict().items()},
-                       weights)
-    path = directory / CHECKPOINT_FILE
-    _atomic_torch_save(state, path)
-    metadata = {"written_by": "emdqn", "format": FORMAT_VERSION, "env_steps": collector.env_steps,
-                "sha256": file_sha256(path), "weights": weights.name, "replay": replay_index}
-    _atomic_write(directory / METADATA_FILE, lambda file: file.write(json.dumps(metadata, indent=1).encode()))
-    remove_unnamed(directory, replay_index)
-    for old in [*directory.glob("replay_*.npz"), *directory.glob(WEIGHTS_PATTERN)]:  # npz: format 3
-        if old.name not in (weights.name, BEST_WEIGHTS_FILE):
-            old.unlink()
-    return path
-
-
-def previous_replay_index(directory: Path) -> dict[str, Any] | None:
-    """The replay files of the checkpoint in ``directory`` (from its metadata), or None."""
+def read_manifest_quietly(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The current manifest for a save to build on; an unreadable one is replaced, not reused."""
     try:
-        metadata = json.loads((directory / METADATA_FILE).read_text())
-    except (OSError, ValueError):
+        return read_manifest(run_dir)
+    except CheckpointError:
         return None
-    return metadata.get("replay") if isinstance(metadata, dict) else None
+
+
+def named_files(manifest: dict[str, Any]) -> list[str]:
+    return [manifest["state"][0], manifest["weights"][0]]
 
 
 def load_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """Read ``<run>/checkpoints/last.ckpt``; CheckpointError names the file on any problem."""
+    """The state of a run's checkpoint, its files checked against the manifest first;
+    CheckpointError names the file on any problem. The replay is read by :func:`saved_replay`."""
     path = checkpoint_path(run_dir)
-    if not path.exists():
+    manifest = read_manifest(run_dir)
+    if manifest is None:
+        directory = path.parent
+        if all((directory / name).exists() for name in EARLIER_LAYOUT):
+            raise CheckpointError(f"the checkpoint in {directory} was written by an earlier emdqn (last.ckpt, format "
+                                  "4 or older): resume it with the version that wrote it")
         raise CheckpointError(f"no checkpoint at {path}: this run folder cannot be resumed")
-    metadata_path = path.with_name(METADATA_FILE)
+    if manifest.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {path} has format {manifest.get('format')}; this emdqn reads format "
+                              f"{FORMAT_VERSION}")
+    name, digest = manifest["state"]
+    state_path = path.parent / name
+    # Unpickling runs code: only the bytes emdqn wrote (their hash in the manifest) are opened.
+    data = verified_bytes(state_path, digest)
     try:
-        metadata = json.loads(metadata_path.read_text())
-    except (OSError, ValueError):
-        metadata = None
-    # Unpickling runs code: only a file emdqn wrote (its hash recorded beside it) is opened.
-    if not isinstance(metadata, dict) or metadata.get("written_by") != "emdqn":
-        raise CheckpointError(f"checkpoint {path} has no {METADATA_FILE} written by emdqn beside it: refusing to "
-                              "unpickle it (a checkpoint runs code when loaded; resume only emdqn's own checkpoints)")
-    if metadata.get("sha256") != file_sha256(path):
-        raise CheckpointError(f"checkpoint {path} is not the file emdqn wrote ({METADATA_FILE} records another "
-                              "SHA-256; a corrupted or replaced file): refusing to unpickle it")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
     except Exception as error:
-        raise CheckpointError(f"checkpoint {path} is corrupted or unreadable ({type(error).__name__}: {error})") from None
-    if not isinstance(state, dict) or state.get("format") not in READABLE_FORMATS:
-        raise CheckpointError(f"checkpoint {path} has an incompatible format "
-                              f"(found {state.get('format') if isinstance(state, dict) else type(state)}, "
-                              f"need {' or '.join(map(str, READABLE_FORMATS))})")
-    state["path"] = path
+        raise CheckpointError(f"checkpoint {state_path} is unreadable ({type(error).__name__}: {error})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION or "module" not in state:
+        raise CheckpointError(f"checkpoint {state_path} does not hold an emdqn state of format {FORMAT_VERSION}")
+    state.update(path=state_path, manifest=manifest, replay_index=manifest.get("replay"))
     return state
 
 
@@ -188,7 +298,7 @@ def restore(state: dict[str, Any], module: Any, collector: Any) -> None:
     path = state["path"]
     try:
         module.load_training_state(state["module"])
-    except RuntimeError as error:
+    except (RuntimeError, KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"checkpoint {path} does not fit this model: {error}") from None
     arrays = saved_replay(state)
     if arrays is not None:
@@ -199,7 +309,7 @@ def restore(state: dict[str, Any], module: Any, collector: Any) -> None:
     # After the replay: games that cannot be restored close their episodes in it.
     try:
         collector.load_state_dict(state["collector"])
-    except ValueError as error:
+    except (ValueError, KeyError, TypeError) as error:
         raise CheckpointError(f"checkpoint {path}: {error}") from None
     if arrays is None:
         collector.replay_not_restored()
@@ -207,17 +317,11 @@ def restore(state: dict[str, Any], module: Any, collector: Any) -> None:
 
 
 def saved_replay(state: dict[str, Any]) -> dict[str, np.ndarray] | None:
-    """The replay arrays a loaded checkpoint names (None when it was saved without them)."""
-    directory = state["path"].parent
-    index, old_file = state.get("replay_index"), state.get("replay_file")
-    if index is None and old_file is None:
+    """The replay arrays a loaded checkpoint names, each chunk checked against the manifest
+    (None when it was saved without them)."""
+    index = state.get("replay_index")
+    if index is None:
         return None
-    try:
-        if index is not None:
-            with reporting("Loading the replay buffer", replay_bytes(directory, index)):
-                return load_replay(directory, index)
-        with reporting("Loading the replay buffer", (directory / old_file).stat().st_size), \
-                np.load(directory / old_file) as arrays:
-            return dict(arrays)
-    except (OSError, ValueError, KeyError) as error:
-        raise CheckpointError(f"the replay files of checkpoint {state['path']} cannot be loaded: {error}") from None
+    directory = state["path"].parent
+    with reporting("Loading the replay buffer", replay_bytes(directory, index)):
+        return load_replay(directory, index, lambda path, digest: np.load(io.BytesIO(verified_bytes(path, digest))))

@@ -7,9 +7,9 @@ value and what is allowed. ``lambda`` is a Python keyword: read it as ``cfg.memo
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, FloatNode, IntegerNode, ListConfig, OmegaConf
 
 from emdqn.choices import (ATARI_FRAMES, ENV_KINDS, IMAGE_MODELS, LOSSES, MATCH_MODES, MEMORY_AVERAGES,
                            MINATAR_ACTION_SETS, MINATAR_GAMES, MODEL_NAMES, PADDINGS, PRECISIONS)
@@ -110,10 +110,64 @@ def _positive_int(cfg: DictConfig, key: str, minimum: int = 1) -> int:
     return value
 
 
+def typed_leaves(cfg: DictConfig, path: str = "") -> Iterator[tuple[str, Any, Any]]:
+    """(key, node, value) of every leaf of a composed config, in order."""
+    for key in cfg.keys():
+        node = cfg._get_node(key)
+        full_key = f"{path}.{key}" if path else str(key)
+        if isinstance(node, DictConfig):
+            if not node._is_missing() and not node._is_none():
+                yield from typed_leaves(node, full_key)
+        elif not node._is_missing():
+            value = cfg[key]  # resolved: an interpolation gives its value
+            yield full_key, node, OmegaConf.to_container(value, resolve=True) if isinstance(value, ListConfig) else value
+
+
+PROBABILITY_KEYS = ("epsilon", "prob")  # a key whose name ends so is a probability
+
+
+def _check_value_classes(cfg: DictConfig) -> None:
+    """Rules that hold for every key of a type (from the schemas), whatever the key:
+    numbers are finite, integers (counts, sizes, steps, seeds) are >= 0, lists of sizes are
+    non-empty and positive, probabilities lie in [0, 1]."""
+    for key, node, value in typed_leaves(cfg):
+        if value is None:
+            continue
+        if isinstance(node, FloatNode):
+            if not math.isfinite(value):
+                _fail(key, value, "a finite number")
+            if key.rsplit(".", 1)[-1].endswith(PROBABILITY_KEYS) and not 0.0 <= value <= 1.0:
+                _fail(key, value, "a probability in [0, 1]")
+        elif isinstance(node, IntegerNode) and value < 0:
+            _fail(key, value, "an integer >= 0")
+        elif isinstance(node, ListConfig) and node._metadata.element_type is int:
+            if not value or any(size < 1 for size in value):
+                _fail(key, value, "a non-empty list of integers >= 1")
+
+
+def _check_lightning_arguments(trainer: DictConfig) -> None:
+    """What Lightning's Trainer would refuse only after the envs and buffers are built."""
+    from pytorch_lightning.accelerators import AcceleratorRegistry
+
+    allowed = sorted({"auto", "cpu", "gpu", *AcceleratorRegistry.available_accelerators()})
+    if trainer.accelerator not in allowed:
+        _fail("trainer.accelerator", trainer.accelerator, ", ".join(allowed))
+    devices = OmegaConf.to_container(trainer.devices) if OmegaConf.is_config(trainer.devices) else trainer.devices
+    if devices == "auto" or devices == -1:
+        return
+    if isinstance(devices, int) and not isinstance(devices, bool) and devices >= 1:
+        return
+    if isinstance(devices, list) and devices and all(isinstance(d, int) and d >= 0 for d in devices):
+        return
+    _fail("trainer.devices", devices, "a number of devices >= 1, a non-empty list of device indices, -1 (all) or auto")
+
+
 def validate(cfg: DictConfig) -> None:
     """Check a composed config; raise ConfigError on the first invalid value."""
     for line in unknown_keys(cfg):
         raise ConfigError(line)
+    _check_value_classes(cfg)
+    _check_lightning_arguments(cfg.trainer)
     agent = cfg.agent
     gamma = agent.gamma
     if not isinstance(gamma, (int, float)) or not 0.0 <= gamma <= 1.0:
@@ -199,6 +253,12 @@ def validate(cfg: DictConfig) -> None:
 
     if cfg.model.name not in MODEL_NAMES:
         _fail("model.name", cfg.model.name, ", ".join(MODEL_NAMES))
+    for size in ("hidden", "filters"):
+        if size in cfg.model:
+            _positive_int(cfg, f"model.{size}")
+    scale = cfg.model.get("input_scale")
+    if scale is not None and not scale > 0:
+        _fail("model.input_scale", scale, "a number > 0")
     built_for = IMAGE_MODELS.get(cfg.model.name)
     if built_for is not None and env.kind != built_for:
         better = {"atari": "nature_cnn", "minatar": "minatar_cnn"}.get(env.kind, "mlp")
@@ -257,9 +317,10 @@ def _validate_schedule(key: str, schedule: Any, value_name: str, largest: float 
         if not isinstance(point, (list, tuple)) or len(point) != 2:
             _fail(key, points, f"a list of [env_step, {value_name}] pairs")
         step, value = point
-        if not isinstance(step, (int, float)) or step <= last_step:
+        if not isinstance(step, (int, float)) or not math.isfinite(step) or step <= last_step:
             _fail(key, points, "pairs with strictly increasing env steps starting at >= 0")
-        if not isinstance(value, (int, float)) or value < 0 or (largest is not None and value > largest):
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or \
+                (largest is not None and value > largest):
             _fail(key, points, f"{value_name} values {allowed}")
         last_step = step
 

@@ -119,23 +119,20 @@ def evaluate(network: torch.nn.Module, env_cfg: Any, episodes: int, epsilon: flo
 
 
 def load_weights(run_dir: Path) -> tuple[dict[str, torch.Tensor], int]:
-    """The newest weights-only file of a run, loaded without unpickling objects."""
-    from emdqn.checkpoint import latest_weights
+    """The weights-only file of the run's checkpoint, checked against its manifest and loaded
+    without unpickling objects."""
+    from emdqn.checkpoint import CheckpointError, latest_weights, load_weights_file
 
-    found = latest_weights(run_dir)
-    if found is None:
-        raise EvaluationError(f"{run_dir} has no weights file (checkpoints/weights_<step>.pt): train or resume the "
-                              "run to the end of its budget, or let it write a checkpoint (Ctrl-C, "
-                              "checkpoint.every_steps)")
-    path, step = found
     try:
-        weights = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # weights_only refuses any object that is not tensors and containers
-        raise EvaluationError(f"{path} is not a weights-only file ({type(error).__name__}); refusing to load it: "
-                              "evaluate reads tensors only, never pickled objects") from None
-    if not isinstance(weights, dict) or not all(isinstance(value, torch.Tensor) for value in weights.values()):
-        raise EvaluationError(f"{path} does not hold a network's weights (a dict of tensors)")
-    return weights, step
+        found = latest_weights(run_dir)
+        if found is None:
+            raise EvaluationError(f"{run_dir} has no checkpoint (checkpoints/manifest.json): train or resume the "
+                                  "run to the end of its budget, or let it write a checkpoint (Ctrl-C, "
+                                  "checkpoint.every_steps)")
+        path, step, digest = found
+        return load_weights_file(path, digest), step
+    except CheckpointError as error:
+        raise EvaluationError(str(error)) from None
 
 
 def env_spaces(env_cfg: Any) -> tuple[tuple[int, ...], int]:

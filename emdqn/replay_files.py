@@ -17,7 +17,6 @@ leaves the previous checkpoint loadable.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -54,9 +53,10 @@ class ReplayFilesPlan:
         self.slots_written = [int(stream["slots_written"]) for stream in replay_state["streams"]]
         self.capacities = [int(stream["capacity"]) for stream in replay_state["streams"]]
         # The previous files are only reused for the same layout (a resume may change the buffer).
-        usable = (previous is not None and previous.get("chunk_slots") == chunk_slots
+        usable = (previous is not None and "digests" in previous and previous.get("chunk_slots") == chunk_slots
                   and previous.get("capacities") == self.capacities
                   and all((self.folder / name).exists() for names in previous["files"].values() for name in names))
+        self.previous_digests: dict[str, Any] = previous.get("digests", {}) if usable else {}
         self.files: dict[str, list[str]] = {}
         self.to_write: list[tuple[str, np.ndarray]] = []
         for index, stream in enumerate(replay_state["streams"]):
@@ -81,25 +81,30 @@ class ReplayFilesPlan:
     def bytes_to_write(self) -> int:
         return sum(part.nbytes for _, part in self.to_write)
 
-    def write(self, write_atomically: Callable[[Path, Callable], None]) -> dict[str, Any]:
-        """Write the changed chunks; returns the index naming every chunk's file."""
+    def write(self, write_atomically: Callable[[Path, Callable], Any]) -> dict[str, Any]:
+        """Write the changed chunks; returns the index naming every chunk's file and, under
+        ``digests``, what ``write_atomically`` returned for it (kept files keep theirs)."""
         self.folder.mkdir(exist_ok=True)
+        digests = {name: self.previous_digests[name] for names in self.files.values() for name in names
+                   if name in self.previous_digests}
         for file_name, part in self.to_write:
-            write_atomically(self.folder / file_name, lambda file, part=part: np.save(file, part))
+            digests[file_name] = write_atomically(self.folder / file_name, lambda file, part=part: np.save(file, part))
         return {"chunk_slots": self.chunk_slots, "files": self.files, "slots_written": self.slots_written,
-                "capacities": self.capacities}
+                "capacities": self.capacities, "digests": digests}
 
 
-def load_replay(directory: Path, index: dict[str, Any]) -> dict[str, np.ndarray]:
-    """The replay arrays that ``index`` names, read back from their chunk files."""
+def load_replay(directory: Path, index: dict[str, Any],
+                read_checked: Callable[[Path, Any], np.ndarray]) -> dict[str, np.ndarray]:
+    """The replay arrays that ``index`` names, read back from their chunk files by
+    ``read_checked(path, digest)``, which refuses a file that is not what was written."""
     folder = directory / REPLAY_DIR
-    return {name: np.concatenate([np.load(folder / file_name) for file_name in names])
+    return {name: np.concatenate([read_checked(folder / file_name, index["digests"][file_name])
+                                  for file_name in names])
             for name, names in index["files"].items()}
 
 
 def replay_bytes(directory: Path, index: dict[str, Any]) -> int:
-    folder = directory / REPLAY_DIR
-    return sum((folder / name).stat().st_size for names in index["files"].values() for name in names)
+    return sum(index["digests"][name][0] for names in index["files"].values() for name in names)
 
 
 def remove_unnamed(directory: Path, index: dict[str, Any] | None) -> None:
@@ -110,4 +115,4 @@ def remove_unnamed(directory: Path, index: dict[str, Any] | None) -> None:
     named = {name for names in index["files"].values() for name in names} if index else set()
     for path in folder.iterdir():
         if path.name not in named:
-            os.unlink(path)
+            path.unlink(missing_ok=True)

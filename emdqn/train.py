@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import signal
 import time
@@ -77,11 +78,84 @@ def merge_resume_config(saved: DictConfig, composed: DictConfig, overrides: Sequ
                           "Resume with the same settings, or add allow_config_change=true to accept the change.")
     if changed:
         log.warning("Resuming with a changed config: %s", "; ".join(changed))
-    for key in ("resume", "allow_config_change", "trainer", "logger", "checkpoint"):
-        if key in composed:
+    # Settings of how the run is carried out (threads, loggers, checkpoints) stay as the run
+    # was started unless this command gives them; those it gives are listed in one line.
+    given = []
+    for override in overrides:
+        key = _override_key(override)
+        if key.startswith("hydra") or key in ("resume", "allow_config_change"):
+            continue
+        if any(key == free or key.startswith(free + ".") for free in RESUME_FREE_KEYS):
+            old_value, new_value = OmegaConf.select(saved, key), OmegaConf.select(composed, key)
             with open_dict(merged):
-                merged[key] = composed[key]
+                OmegaConf.update(merged, key, new_value, force_add=True, merge=False)
+            as_plain = (lambda v: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v)
+            if as_plain(old_value) != as_plain(new_value):
+                given.append(f"{key}: {as_plain(old_value)!r} -> {as_plain(new_value)!r}")
+    if given:
+        log.info("This resume changes how the run is carried out: %s", "; ".join(given))
+    with open_dict(merged):
+        for key in ("resume", "allow_config_change"):
+            merged[key] = composed.get(key)
+        for group in ("trainer", "logger", "checkpoint"):  # keys a run saved before they existed
+            if group in composed and group in merged:
+                merged[group] = OmegaConf.merge(composed[group], merged[group])
+            elif group in composed:
+                merged[group] = composed[group]
     return merged
+
+
+def experiment_settings(config: Any) -> dict[str, Any]:
+    """The part of a config that defines the experiment (what a resume may not change silently)."""
+    plain = OmegaConf.to_container(config, resolve=True) if OmegaConf.is_config(config) else dict(config)
+    plain = {key: value for key, value in plain.items() if key not in RESUME_FREE_KEYS}
+    if isinstance(plain.get("trainer"), dict):
+        plain["trainer"] = {key: value for key, value in plain["trainer"].items()
+                            if f"trainer.{key}" not in RESUME_FREE_KEYS}
+    return plain
+
+
+def flat_items(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        return {name: value for key, child in tree.items()
+                for name, value in flat_items(child, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): tree}
+
+
+def check_saved_config(run_path: Path, saved: DictConfig, manifest: dict[str, Any], allow_change: bool) -> None:
+    """config.yaml must hold the experiment the checkpoint was made with: an edit of it is
+    refused in one line (a deliberate change goes through allow_config_change)."""
+    recorded = manifest.get("config")
+    if recorded is None:
+        return
+    before, now = flat_items(experiment_settings(recorded)), flat_items(experiment_settings(saved))
+    differing = [f"{key}: {before.get(key)!r} in the checkpoint, {now.get(key)!r} in {CONFIG_FILE}"
+                 for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)]
+    if differing and not allow_change:
+        raise ConfigError(f"{run_path / CONFIG_FILE} differs from the config of its checkpoint ("
+                          + "; ".join(differing[:5]) + (f"; {len(differing) - 5} more" if len(differing) > 5 else "")
+                          + "). Change a setting on the resume command with allow_config_change=true instead of "
+                            "editing the file, or add allow_config_change=true to accept the edit.")
+    if differing:
+        log.warning("Resuming with the edited %s: %s", CONFIG_FILE, "; ".join(differing))
+
+
+def read_run_config(run_path: Path) -> DictConfig:
+    try:
+        saved = OmegaConf.load(run_path / CONFIG_FILE)
+    except Exception as error:  # a truncated or garbled file: YAML's own errors are several lines
+        raise ConfigError(f"{run_path / CONFIG_FILE} is unreadable ({type(error).__name__}): this run cannot be "
+                          "resumed from it") from None
+    if not isinstance(saved, DictConfig) or "agent" not in saved:
+        raise ConfigError(f"{run_path / CONFIG_FILE} does not hold a run's config: this run cannot be resumed from it")
+    return saved
+
+
+def save_config(cfg: DictConfig, run_path: Path) -> None:
+    """config.yaml, written whole or not at all."""
+    temporary = run_path / (CONFIG_FILE + ".tmp")
+    OmegaConf.save(cfg, temporary, resolve=True)
+    os.replace(temporary, run_path / CONFIG_FILE)
 
 
 def drop_moved_keys(saved: DictConfig, composed: DictConfig) -> None:
@@ -180,8 +254,10 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequenc
         run_path = Path(resume_dir)
         if not (run_path / CONFIG_FILE).exists():
             raise ConfigError(f"resume={resume_dir!r} is not a run folder (no {CONFIG_FILE} in it)")
-        cfg = merge_resume_config(OmegaConf.load(run_path / CONFIG_FILE), cfg, overrides,
-                                  bool(cfg.get("allow_config_change")))
+        saved = read_run_config(run_path)
+        state = load_checkpoint(run_path)  # every file checked before anything is built
+        check_saved_config(run_path, saved, state["manifest"], bool(cfg.get("allow_config_change")))
+        cfg = merge_resume_config(saved, cfg, overrides, bool(cfg.get("allow_config_change")))
     else:
         run_path = Path(run_dir or hydra_dir or "outputs/run")
     validate(cfg)
@@ -191,8 +267,6 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequenc
         cfg.memory["lambda"], cfg.memory.beta = weights.lam, weights.beta
     for message in budget_warnings(cfg, overrides or ()):
         log.warning("%s", message)
-    if resume_dir:
-        state = load_checkpoint(run_path)
 
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
@@ -203,10 +277,15 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequenc
     collector.set_policy(module.q_network)
     check_storage(cfg, collector, run_path)
     prepare_run_dir(run_path, resuming=state is not None)
-    OmegaConf.save(cfg, run_path / CONFIG_FILE, resolve=True)
     if state is not None:
         restore(state, module, collector)
         log.info("Resumed %s at env step %s", run_path, f"{collector.env_steps:,}")
+    save_config(cfg, run_path)  # after the checks: a refused resume leaves the run's config as it was
+    if state is not None and state["manifest"].get("config") is not None and \
+            experiment_settings(state["manifest"]["config"]) != experiment_settings(cfg):
+        # An accepted change: the checkpoint takes the new config at once, so config.yaml and
+        # the checkpoint agree from here on.
+        save_checkpoint(run_path, module, collector, cfg.checkpoint.save_replay, plain_config(cfg))
     if before_fit is not None:
         before_fit(module, collector)
 
@@ -237,13 +316,13 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequenc
             except SIGTERMException:
                 control.stop_requested = True
         if control.stop_requested:
-            path = save_checkpoint(run_path, module, collector, cfg.checkpoint.save_replay)
+            path = save_checkpoint(run_path, module, collector, cfg.checkpoint.save_replay, plain_config(cfg))
             log.warning("Stopped at env step %s; checkpoint %s. Continue with: python train.py resume=%s",
                         f"{collector.env_steps:,}", path, run_path)
             return result
         # The episodes in progress stay in the checkpoint, unwritten: a run resumed with a
         # larger budget finishes them and writes them whole.
-        save_checkpoint(run_path, module, collector, cfg.checkpoint.save_replay)
+        save_checkpoint(run_path, module, collector, cfg.checkpoint.save_replay, plain_config(cfg))
         result = final_evaluation(cfg, run_path, module, collector, loggers)
     finally:
         for logger in loggers:
@@ -280,6 +359,10 @@ def final_evaluation(cfg: DictConfig, run_dir: Path, module: EMDQNModule, collec
     return recent if recent is not None else math.nan
 
 
+def plain_config(cfg: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
 def flush(loggers: Sequence[Any]) -> None:
     for logger in loggers:
         logger.save()
@@ -307,7 +390,8 @@ class PeriodicWork(pl.Callback):
                            batch_idx: int) -> None:
         step = self.collector.env_steps
         if self.checkpoints.due(step):
-            path = save_checkpoint(self.run_dir, module, self.collector, self.cfg.checkpoint.save_replay)
+            path = save_checkpoint(self.run_dir, module, self.collector, self.cfg.checkpoint.save_replay,
+                                   plain_config(self.cfg))
             flush(trainer.loggers)  # the metrics file holds every row up to the checkpoint
             log.info("Checkpoint at env step %s: %s", f"{step:,}", path)
         if self.evaluations.due(step):

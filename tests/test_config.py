@@ -195,3 +195,75 @@ def test_the_schemas_refuse_unknown_keys_and_wrong_types_in_one_line(override, l
         compose_config(override.split())
     message = composition_error_line(error.value)
     assert message.startswith(line) and "\n" not in message
+
+
+BASES = ([], ["experiment=minatar"], ["experiment=cartpole"], ["experiment=frozenlake"])
+
+
+def bad_values(key, node):
+    """The bad values of a key's class, from its schema type."""
+    from omegaconf import FloatNode, IntegerNode, ListConfig
+
+    if isinstance(node, FloatNode):
+        values = [float("nan"), float("inf"), float("-inf")]
+        if key.rsplit(".", 1)[-1].endswith(("epsilon", "prob")):
+            values += [2.0, -1.0]
+        return values
+    if isinstance(node, IntegerNode):
+        return [-1]
+    if isinstance(node, ListConfig) and node._metadata.element_type is int:
+        return [[], [0], [-4]]
+    return []
+
+
+def test_every_key_of_every_group_refuses_the_bad_values_of_its_class_with_its_name():
+    """Generated from the schemas: non-finite numbers, negative integers, empty or
+    non-positive size lists and probabilities outside [0, 1], for every typed key of every
+    group as composed by the presets, through validate (what train.py runs before building)."""
+    from emdqn.config import typed_leaves
+
+    checked = set()
+    for base in BASES:
+        cfg = compose_config(base)
+        for key, node, _ in list(typed_leaves(cfg)):
+            for value in bad_values(key, node):
+                broken = cfg.copy()
+                OmegaConf.update(broken, key, value, merge=False)
+                with pytest.raises(ConfigError) as error:
+                    validate(broken)
+                message = str(error.value)
+                assert message.startswith(f"{key}=") and "\n" not in message, (key, value, message)
+                checked.add(key)
+    for key in ("agent.adam_eps", "agent.lr", "eval.epsilon", "model.input_scale", "memory.tolerance", "memory.seed",
+                "seed", "model.hidden_sizes", "trainer.threads"):
+        assert key in checked, key
+
+
+@pytest.mark.parametrize("overrides, line", [
+    (["agent.exploration.schedule=[[0,nan]]"], "agent.exploration.schedule=[[0, nan]] is not allowed"),
+    (["agent.lr_schedule=[[0,inf]]"], "agent.lr_schedule=[[0, inf]] is not allowed"),
+    (["trainer.accelerator=foo"], "trainer.accelerator='foo' is not allowed: auto, cpu, cuda, gpu, mps, tpu"),
+    (["trainer.devices=0"], "trainer.devices=0 is not allowed"),
+    (["model.hidden=0"], "model.hidden=0 is not allowed"),
+    (["model.input_scale=0"], "model.input_scale=0.0 is not allowed: a number > 0"),
+])
+def test_schedules_lightning_arguments_and_sizes_are_refused_with_the_key(overrides, line):
+    with pytest.raises(ConfigError) as error:
+        validate(compose_config(overrides))
+    assert str(error.value).startswith(line)
+
+
+@pytest.mark.parametrize("overrides, line", [
+    (["agent.adam_eps=inf"], "error: agent.adam_eps=inf is not allowed: a finite number"),
+    (["experiment=cartpole", "model.hidden_sizes=[]"], "error: model.hidden_sizes=[] is not allowed"),
+    (["trainer.devices=0"], "error: trainer.devices=0 is not allowed"),
+])
+def test_bad_values_through_the_real_cli_are_one_line_exit_2_and_no_folder(tmp_path, overrides, line):
+    from tests.conftest import run_train
+
+    run_dir = tmp_path / "run"
+    result = run_train([*overrides, f"hydra.run.dir={run_dir}"], cwd=tmp_path, check=False,
+                       extra_env={"HYDRA_FULL_ERROR": "0"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and result.stderr.startswith(line)
+    assert not run_dir.exists()

@@ -1,5 +1,6 @@
 """python -m emdqn.evaluate: protocols, videos, human-normalized scores, safe loading."""
 
+import hashlib
 import json
 import os
 
@@ -76,8 +77,16 @@ def test_a_weights_file_carrying_a_pickle_payload_is_refused_and_never_runs(cart
     shared = tmp_path / "shared_run"
     shutil.copytree(cartpole_run, shared)
     marker = tmp_path / "payload_ran"
-    with (shared / "checkpoints" / "weights_600.pt").open("wb") as file:
+    weights = shared / "checkpoints" / "weights_600.pt"
+    with weights.open("wb") as file:
         pickle.dump({"q_network": Payload(marker)}, file)
+    assert evaluate_main([str(shared)]) == 2
+    assert "weights_600.pt is not the file emdqn wrote" in capsys.readouterr().err  # the manifest's hash
+    # A tampered folder whose manifest names the payload's hash: still tensors only, never unpickled.
+    manifest_path = shared / "checkpoints" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["weights"][1] = [weights.stat().st_size, hashlib.sha256(weights.read_bytes()).hexdigest()]
+    manifest_path.write_text(json.dumps(manifest))
     assert evaluate_main([str(shared)]) == 2
     assert "not a weights-only file" in capsys.readouterr().err
     assert not marker.exists()
@@ -98,7 +107,7 @@ def test_bad_requests_get_one_line(cartpole_run, capsys, arguments, message):
 def test_a_folder_without_weights_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "config.yaml").write_text("seed: 0\n")
     assert evaluate_main([str(tmp_path)]) == 2
-    assert "has no weights file" in capsys.readouterr().err
+    assert "has no checkpoint (checkpoints/manifest.json)" in capsys.readouterr().err
 
 
 def test_minatar_videos_show_the_game(tmp_path):

@@ -147,16 +147,25 @@ def test_a_kill_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, m
 
 
 def test_a_corrupted_checkpoint_names_the_file(tmp_path):
-    (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"garbage")
-    with pytest.raises(CheckpointError, match=r"checkpoints/last.ckpt has no last.json written by emdqn"):
+    collector, module = small_parts()
+    for _ in range(40):
+        collector.play_step()
+    manifest_path = save_checkpoint(tmp_path, module, collector)
+    state_file = next((tmp_path / "checkpoints").glob("state_*.ckpt"))
+    state_file.write_bytes(state_file.read_bytes()[:-5])
+    with pytest.raises(CheckpointError, match=rf"{state_file.name} is not the file emdqn wrote .*truncated"):
         load_checkpoint(tmp_path)
-    metadata = {"written_by": "emdqn", "sha256": hashlib.sha256(b"garbage").hexdigest()}
-    (tmp_path / "checkpoints" / "last.json").write_text(json.dumps(metadata))
-    with pytest.raises(CheckpointError, match=r"checkpoints/last.ckpt is corrupted"):
+    manifest_path.write_text("{garbled")
+    with pytest.raises(CheckpointError, match=r"manifest.json is unreadable"):
         load_checkpoint(tmp_path)
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         load_checkpoint(tmp_path / "elsewhere")
+    earlier = tmp_path / "earlier" / "checkpoints"
+    earlier.mkdir(parents=True)
+    (earlier / "last.ckpt").write_bytes(b"x")
+    (earlier / "last.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="written by an earlier emdqn"):
+        load_checkpoint(earlier.parent)
 
 
 def test_a_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path):
@@ -186,9 +195,9 @@ def test_resume_refuses_a_replaced_checkpoint_before_unpickling_it(tmp_path):
     run_train(["env=cartpole", "model=mlp", "agent.total_steps=300", "agent.learning_starts=100", "logger=csv",
                "eval.episodes=0", f"hydra.run.dir={run_dir}"], cwd=tmp_path)
     marker = tmp_path / "payload_ran"
-    with (run_dir / "checkpoints" / "last.ckpt").open("wb") as file:
+    with next((run_dir / "checkpoints").glob("state_*.ckpt")).open("wb") as file:
         pickle.dump(Payload(marker), file)
-    with pytest.raises(CheckpointError, match="refusing to unpickle"):
+    with pytest.raises(CheckpointError, match="is not the file emdqn wrote"):
         load_checkpoint(run_dir)
     assert not marker.exists()
 

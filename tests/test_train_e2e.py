@@ -5,6 +5,8 @@ import math
 
 import torch
 
+from emdqn.checkpoint import load_checkpoint
+
 from tests.conftest import optimizer_steps, run_train
 
 PONG_TINY = ["env=pong", "agent.total_steps=400", "agent.learning_starts=200", "buffer.capacity=1000",
@@ -34,7 +36,7 @@ def test_pong_run_writes_config_metrics_checkpoint_and_wandb(tmp_path):
     loop_rows = [row for row in rows if row["charts/frames"]]  # the collector's own rows
     assert {200, 300, 400} <= {int(row["step"]) for row in loop_rows}
     assert all(float(row["charts/frames"]) == 4 * int(row["step"]) for row in loop_rows)
-    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    state = load_checkpoint(run_dir)
     assert state["env_steps"] == 400
     assert [path.name for path in (run_dir / "checkpoints" / "replay").glob("env0_frames.*")] == \
         ["env0_frames.c0000.s400.npy"]
@@ -56,7 +58,7 @@ def test_pong_trains_with_bf16_mixed_precision_and_keeps_fp32_weights(tmp_path):
     run_train(PONG_TINY + [f"hydra.run.dir={run_dir}", "trainer.precision=bf16-mixed", "logger=csv"], cwd=tmp_path)
     losses = [float(row["losses/loss"]) for row in read_rows(run_dir) if row["losses/loss"]]
     assert len(losses) == 3 and all(math.isfinite(value) for value in losses)
-    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    state = load_checkpoint(run_dir)
     weights = state["module"]["q_network"]
     assert all(tensor.dtype == torch.float32 for tensor in weights.values())
     assert optimizer_steps(state) == len(range(200, 401, 4))
@@ -95,14 +97,14 @@ def test_keep_best_and_the_lr_schedule(tmp_path):
                 "agent.lr_schedule=[[0,1.0],[1200,0.0]]"]
     result = run_train(CARTPOLE_TINY + [f"hydra.run.dir={run_dir}", "logger=csv", *settings], cwd=tmp_path)
     rows = read_rows(run_dir)
-    periodic = {int(row["step"]): float(row["eval/episodic_return"]) for row in rows  # the final one has a std
-                if row["eval/episodic_return"] and not row["eval/episodic_return_std"]}
+    evaluations = [row for row in rows if row["eval/episodic_return"]]
+    periodic = {int(row["step"]): float(row["eval/episodic_return"]) for row in evaluations[:-1]}  # last: the final
     assert sorted(periodic) == [200, 400, 600]
     best_step = max(step for step, value in periodic.items() if value == max(periodic.values()))
     assert f"Evaluating the best network: env step {best_step:,}" in result.stdout + result.stderr
     assert [int(float(row["eval/best_step"])) for row in rows if row.get("eval/best_step")] == [best_step]
     best = torch.load(run_dir / "checkpoints" / "weights_best.pt", weights_only=True)
-    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    state = load_checkpoint(run_dir)
     assert all(torch.equal(best[name], tensor) for name, tensor in state["module"]["best"]["network"].items())
     # The last gradient step is at env step 600: half way down the lr factor's line.
     assert state["module"]["optimizer"]["param_groups"][0]["lr"] == 1e-3 * 0.5
