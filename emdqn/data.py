@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from emdqn.collector import Collector
@@ -35,8 +36,11 @@ class EMDQNDataModule(pl.LightningDataModule):
         self.collector = collector
 
     def train_dataloader(self) -> DataLoader:
+        # A generator of its own: a DataLoader draws its base seed when iterated, and from
+        # torch's global generator that draw would put a resumed run one draw ahead of an
+        # uninterrupted one.
         return DataLoader(ExperienceStream(self.collector), batch_size=None, num_workers=0,
-                          collate_fn=lambda batch: batch)
+                          collate_fn=lambda batch: batch, generator=torch.Generator().manual_seed(0))
 
 
 class EarlyEnvStep(pl.Callback):

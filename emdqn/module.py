@@ -126,7 +126,9 @@ class EMDQNModule(pl.LightningModule):
         self.best_network = {name: tensor.detach().clone() for name, tensor in self.q_network.state_dict().items()}
         return True
 
-    def on_train_end(self) -> None:
+    def log_remaining_losses(self) -> None:
+        """The mean losses of the steps since the last loss row, at the end of the budget (a
+        stopped run keeps them in its checkpoint instead: its resume logs them on time)."""
         if self._count:
             self._log_losses(self._last_env_step)
 
@@ -140,6 +142,7 @@ class EMDQNModule(pl.LightningModule):
         return {"q_network": self.q_network.state_dict(), "target_network": self.target_network.state_dict(),
                 "optimizer": optimizers[0].state_dict() if optimizers else self.pending_optimizer_state,
                 "last_target_sync": self.target_sync.last, "last_log_step": self.log_cadence.last,
+                "loss_sums": {"sums": dict(self._sums), "count": self._count, "last_env_step": self._last_env_step},
                 "best": {"return": self.best_return, "step": self.best_step, "network": self.best_network}}
 
     def load_training_state(self, state: dict[str, Any]) -> None:
@@ -148,6 +151,8 @@ class EMDQNModule(pl.LightningModule):
         self.target_network.load_state_dict(state["target_network"])
         self.pending_optimizer_state = state["optimizer"]
         self.target_sync.last, self.log_cadence.last = int(state["last_target_sync"]), int(state["last_log_step"])
+        sums = state["loss_sums"]
+        self._sums, self._count, self._last_env_step = dict(sums["sums"]), int(sums["count"]), int(sums["last_env_step"])
         best = state.get("best") or {"return": -math.inf, "step": -1, "network": None}
         self.best_return, self.best_step, self.best_network = best["return"], best["step"], best["network"]
 

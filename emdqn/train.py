@@ -320,6 +320,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequenc
             log.warning("Stopped at env step %s; checkpoint %s. Continue with: python train.py resume=%s",
                         f"{collector.env_steps:,}", path, run_path)
             return result
+        module.log_remaining_losses()
         # The episodes in progress stay in the checkpoint, unwritten: a run resumed with a
         # larger budget finishes them and writes them whole.
         save_checkpoint(run_path, module, collector, cfg.checkpoint.save_replay, plain_config(cfg))

@@ -18,6 +18,7 @@ from emdqn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, 
 from emdqn.collector import Collector
 from emdqn.module import EMDQNModule
 from tests.conftest import ROOT, compose_config, run_train
+from tests.test_faults import metrics_without_clock
 
 RUN = ["env=cartpole", "model=mlp", "agent.total_steps=3000", "agent.learning_starts=500", "agent.train_freq=1",
        "agent.target_update=200", "buffer.capacity=5000", "eval.episodes=0", "logger=csv",
@@ -80,6 +81,10 @@ def test_sigterm_and_resume_equal_one_uninterrupted_run(tmp_path):
     with (whole / "metrics.csv").open() as file:
         whole_episodes = [row for row in csv.DictReader(file) if row["charts/episodes"]]
     assert len(whole_episodes) == len(episodes)
+    # Wherever the stop fell (almost always between two loss rows), the resumed run's rows are
+    # the uninterrupted run's, values included, and torch's RNG ends where the uninterrupted run's does.
+    assert metrics_without_clock(parted) == metrics_without_clock(whole)
+    assert torch.equal(whole_state["torch_rng"], parted_state["torch_rng"])
 
 
 def test_a_run_saved_with_the_speed_switches_under_model_resumes_with_them_under_trainer():
