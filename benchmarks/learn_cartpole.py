@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from _common import compose_config, quiet_logs
+from _common import compose_config, end_with_parent, quiet_logs
 from _records import REPO_ROOT, metadata_block, write_record
 
 from emdqn.train import train
@@ -62,7 +62,7 @@ def main() -> None:
     overrides = list(args.overrides) + (["trainer.threads=1"] if args.jobs > 1 else [])
     results = {}
     with tempfile.TemporaryDirectory() as folder, ProcessPoolExecutor(
-            args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            args.jobs, mp_context=multiprocessing.get_context("spawn"), initializer=end_with_parent) as pool:
         futures = {seed: pool.submit(run_seed, seed, args.steps, args.memory, overrides, folder)
                    for seed in args.seeds}
         for seed, future in futures.items():  # printed in seed order as they finish

@@ -29,7 +29,57 @@ def continue_in_run_folder(argv: list[str]) -> None:
         return
     if not (Path(resume[-1]) / "config.yaml").is_file():
         return  # not a run folder: train() says so, and Hydra's own folder for it is removed
-    argv += [f"hydra.run.dir={resume[-1]}", "hydra.output_subdir=null"]
+    try:  # Hydra opens the run's train.log for appending; a read-only folder would fail there with a traceback
+        with (Path(resume[-1]) / "train.log").open("a"):
+            pass
+    except OSError as error:
+        exit_with_one_line(f"resume={resume[-1]}: cannot write into the run folder ({error.strerror or error}); "
+                           "a resumed run writes its log, metrics and checkpoints there")
+    argv += [*resume_group_choices(argv, Path(resume[-1])), f"hydra.run.dir={resume[-1]}", "hydra.output_subdir=null"]
+
+
+# What a run leaves in its folder: a folder holding any of them holds a run.
+RUN_FILES = ("metrics.csv", "checkpoints", "config.yaml")
+
+
+def run_files_in(folder: Path) -> list[str]:
+    return [name for name in RUN_FILES if (folder / name).exists()]
+
+
+def taken_folder_message(folder: Path, taken: list[str]) -> str:
+    return (f"run folder {folder} already holds a run ({', '.join(taken)}); choose another folder "
+            f"(hydra.run.dir=...) or resume it with resume={folder}")
+
+
+def refuse_a_taken_run_folder(argv: list[str]) -> None:
+    """A new run in a folder that holds one is refused before Hydra starts logging into the
+    folder (its train.log would get the refused run's lines)."""
+    if "-m" in argv or "--multirun" in argv or any(arg.startswith("resume=") and arg != "resume=null"
+                                                   for arg in argv[1:]):
+        return
+    named = [arg.split("=", 1)[1] for arg in argv[1:] if arg.startswith("hydra.run.dir=")]
+    if named and (taken := run_files_in(Path(named[-1]))):
+        exit_with_one_line(taken_folder_message(Path(named[-1]), taken))
+
+
+def resume_group_choices(argv: list[str], run_dir: Path) -> list[str]:
+    """``model=<the run's model>`` and ``memory=<the run's memory>`` unless the command names
+    them: a resume's overrides (``model.hidden_sizes=...``) are checked against the run's own
+    groups, not the defaults'."""
+    from omegaconf import OmegaConf
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    try:
+        saved = OmegaConf.load(run_dir / "config.yaml")
+    except Exception:  # train() says what is wrong with the file
+        return []
+    given = {arg.split("=", 1)[0].lstrip("+~") for arg in argv[1:]}
+    choices = []
+    for group in ("model", "memory"):
+        name = OmegaConf.select(saved, f"{group}.name")
+        if group not in given and isinstance(name, str) and (conf / group / f"{name}.yaml").is_file():
+            choices.append(f"{group}={name}")
+    return choices
 
 
 # Set by `one_line_errors` for the whole process tree (sweep jobs included): Hydra then hands

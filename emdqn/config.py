@@ -285,6 +285,20 @@ def validate(cfg: DictConfig) -> None:
               "Q-values: faster where the CPU or GPU has bf16 units, not bit-identical to fp32)")
 
 
+def read_run_config(path: Any) -> DictConfig:
+    """A run's saved ``config.yaml``; a truncated, garbled or foreign file is one line."""
+    try:
+        saved = OmegaConf.load(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{path} is missing: this is not a run folder") from None
+    except Exception as error:  # YAML's own errors span several lines
+        raise ConfigError(f"{path} is unreadable ({type(error).__name__}): the run's config cannot be read from it") \
+            from None
+    if not isinstance(saved, DictConfig) or not all(key in saved for key in ("env", "model", "agent")):
+        raise ConfigError(f"{path} does not hold a run's config (no env, model and agent in it)")
+    return saved
+
+
 def budget_warnings(cfg: DictConfig, overrides: Sequence[str] = ()) -> list[str]:
     """Settings that cannot work at this budget (an Atari schedule on a short flat-env run).
     ``overrides``: the command line's, which say whether a preset (``experiment=...``) set the

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from emdqn.config import ConfigError, read_run_config
 from emdqn.envs import make_env, real_episode_stats
 
 ATARI_EPISODE_FRAMES = 108_000  # the standard cap of an evaluation game: 30 minutes of play
@@ -252,7 +253,10 @@ def run_evaluation(run_dir: str | Path, overrides: dict[str, Any] | None = None)
     if unknown:
         raise EvaluationError(f"unknown option {unknown[0]}=...: allowed are {', '.join(OPTIONS)} and env.<key>")
     weights, step = load_weights(run_dir)
-    run_cfg = OmegaConf.load(run_dir / "config.yaml")
+    try:
+        run_cfg = read_run_config(run_dir / "config.yaml")
+    except ConfigError as error:
+        raise EvaluationError(str(error)) from None
     env_cfg, settings = evaluation_config(run_cfg, str(overrides.get("protocol", "nature")), overrides)
     obs_shape, num_actions = env_spaces(env_cfg)
     notes = []
@@ -268,6 +272,8 @@ def run_evaluation(run_dir: str | Path, overrides: dict[str, Any] | None = None)
                          "played with that set")
             num_actions = trained_actions
     network = trained_network(run_dir, run_cfg, weights, obs_shape, num_actions)
+    path = output_path(run_dir, settings["protocol"], step)
+    writable_or_refused(path)  # before the games, not after them
     video_folder = run_dir / "videos" if settings["video"] else None
     prefix = f"{settings['protocol']}_step{step}"
     games = play_games(network, env_cfg, settings["episodes"], settings["epsilon"], settings["seed"], video_folder,
@@ -277,10 +283,20 @@ def run_evaluation(run_dir: str | Path, overrides: dict[str, Any] | None = None)
                **summarize(games, str(env_cfg.id))}
     videos = sorted(video_folder.glob(f"{prefix}*.mp4")) if video_folder else []
     summary["videos"] = [str(path) for path in videos]
-    path = output_path(run_dir, settings["protocol"], step)
     path.write_text(json.dumps(summary, indent=1) + "\n")
     summary["wandb"] = log_to_wandb(run_dir, run_cfg, step, summary, settings["protocol"], videos)
     return summary, path
+
+
+def writable_or_refused(path: Path) -> None:
+    """Refuse, in one line, a result file that cannot be written (a read-only run folder)."""
+    probe = path.with_name(path.name + ".tmp")
+    try:
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise EvaluationError(f"cannot write the result {path} ({error.strerror or error}): make the run folder "
+                              "writable or copy it elsewhere") from None
 
 
 def parse_overrides(arguments: Sequence[str]) -> dict[str, Any]:

@@ -42,10 +42,18 @@ class MetricsCSVLogger(Logger):
             self._truncate_after(resume_step)
 
     def _truncate_after(self, step: int) -> None:
-        with self.path.open(newline="") as file:
-            reader = csv.DictReader(file)
-            self.columns = list(reader.fieldnames or [])
-            rows = [row for row in reader if row.get("step") not in (None, "") and int(float(row["step"])) <= step]
+        try:
+            with self.path.open(newline="") as file:
+                reader = csv.DictReader(file)
+                self.columns = list(reader.fieldnames or [])
+                if "step" not in self.columns:
+                    raise ValueError("no step column")
+                rows = [row for row in reader if row.get("step") not in (None, "") and int(float(row["step"])) <= step]
+        except (ValueError, TypeError, csv.Error, UnicodeDecodeError) as error:
+            from emdqn.checkpoint import CheckpointError
+
+            raise CheckpointError(f"{self.path} is garbled ({error}): move it aside to resume with a new metrics "
+                                  "file, or restore it") from None
         self._write_all(rows)
 
     def _write_all(self, rows: list[dict[str, Any]]) -> None:

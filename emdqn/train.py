@@ -19,12 +19,12 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from emdqn.cadence import Cadence
 from emdqn.checkpoint import checkpoint_path, load_checkpoint, restore, save_best_weights, save_checkpoint
-from emdqn.cli import quiet_third_party_output
-from emdqn.config import ConfigError, budget_warnings, resolve_memory_weights, validate
+from emdqn.cli import quiet_third_party_output, run_files_in, taken_folder_message
+from emdqn.config import ConfigError, budget_warnings, read_run_config, resolve_memory_weights, validate
 from emdqn.collector import Collector, RunControl
 from emdqn.data import EarlyEnvStep, EMDQNDataModule
 from emdqn.evaluate import evaluate
-from emdqn.loggers import METRICS_FILE, MetricsCSVLogger, build_wandb_logger, finish_wandb, run_name
+from emdqn.loggers import MetricsCSVLogger, build_wandb_logger, finish_wandb, run_name
 from emdqn.metrics import log_metrics
 from emdqn.module import EMDQNModule
 
@@ -66,6 +66,9 @@ def merge_resume_config(saved: DictConfig, composed: DictConfig, overrides: Sequ
         key = _override_key(override)
         if any(key == free or key.startswith(free + ".") for free in RESUME_FREE_KEYS):
             continue
+        if "." not in key and OmegaConf.select(composed, f"{key}.name", default=None) is not None and \
+                OmegaConf.select(composed, f"{key}.name") == OmegaConf.select(saved, f"{key}.name"):
+            continue  # the run's own group option, named so the command's keys are checked against it
         new_value = OmegaConf.select(composed, key)
         old_value = OmegaConf.select(saved, key)
         as_plain = (lambda v: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v)
@@ -140,17 +143,6 @@ def check_saved_config(run_path: Path, saved: DictConfig, manifest: dict[str, An
         log.warning("Resuming with the edited %s: %s", CONFIG_FILE, "; ".join(differing))
 
 
-def read_run_config(run_path: Path) -> DictConfig:
-    try:
-        saved = OmegaConf.load(run_path / CONFIG_FILE)
-    except Exception as error:  # a truncated or garbled file: YAML's own errors are several lines
-        raise ConfigError(f"{run_path / CONFIG_FILE} is unreadable ({type(error).__name__}): this run cannot be "
-                          "resumed from it") from None
-    if not isinstance(saved, DictConfig) or "agent" not in saved:
-        raise ConfigError(f"{run_path / CONFIG_FILE} does not hold a run's config: this run cannot be resumed from it")
-    return saved
-
-
 def save_config(cfg: DictConfig, run_path: Path) -> None:
     """config.yaml, written whole or not at all."""
     temporary = run_path / (CONFIG_FILE + ".tmp")
@@ -177,10 +169,8 @@ def prepare_run_dir(run_dir: Path, resuming: bool) -> None:
     """Refuse to reuse a folder that holds another run's results."""
     if resuming:
         return
-    taken = [name for name in (METRICS_FILE, "checkpoints", CONFIG_FILE) if (run_dir / name).exists()]
-    if taken:
-        raise FileExistsError(f"run folder {run_dir} already holds a run ({', '.join(taken)}); "
-                              f"choose another folder (hydra.run.dir=...) or resume it with resume={run_dir}")
+    if taken := run_files_in(run_dir):
+        raise FileExistsError(taken_folder_message(run_dir, taken))
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
@@ -254,7 +244,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequenc
         run_path = Path(resume_dir)
         if not (run_path / CONFIG_FILE).exists():
             raise ConfigError(f"resume={resume_dir!r} is not a run folder (no {CONFIG_FILE} in it)")
-        saved = read_run_config(run_path)
+        saved = read_run_config(run_path / CONFIG_FILE)
         state = load_checkpoint(run_path)  # every file checked before anything is built
         check_saved_config(run_path, saved, state["manifest"], bool(cfg.get("allow_config_change")))
         cfg = merge_resume_config(saved, cfg, overrides, bool(cfg.get("allow_config_change")))
@@ -265,8 +255,9 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequenc
     weights = resolve_memory_weights(cfg.memory)
     with open_dict(cfg):  # config.yaml and --cfg show the values used
         cfg.memory["lambda"], cfg.memory.beta = weights.lam, weights.beta
-    for message in budget_warnings(cfg, overrides or ()):
-        log.warning("%s", message)
+    if not resume_dir:  # shown when the run started; a resume has no preset on its command to judge by
+        for message in budget_warnings(cfg, overrides or ()):
+            log.warning("%s", message)
 
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)

@@ -278,3 +278,62 @@ WALL_CLOCK = ("charts/SPS", "memory/rebuild_seconds")  # seconds, not results
 def metrics_without_clock(run_dir):
     with (run_dir / "metrics.csv").open() as file:
         return [{key: value for key, value in row.items() if key not in WALL_CLOCK} for row in csv.DictReader(file)]
+
+
+def test_a_garbled_metrics_file_and_a_truncated_config_are_one_line(finished_run, tmp_path):
+    run_dir = copy_of(finished_run, tmp_path)
+    (run_dir / "metrics.csv").write_bytes(b"\xff\xfe garbage\x00,,\n1,2\n")
+    garbled = run_train([f"resume={run_dir}", "agent.total_steps=500", "allow_config_change=true"], cwd=tmp_path,
+                        check=False, extra_env={"HYDRA_FULL_ERROR": "0"})
+    assert garbled.returncode == 2
+    assert garbled.stderr.strip().splitlines()[-1].startswith(f"error: {run_dir / 'metrics.csv'} is garbled")
+    config = run_dir / "config.yaml"
+    config.write_text(config.read_text()[:57] + "\n  - [unclosed")
+    for command in ([sys.executable, str(ROOT / "train.py"), f"resume={run_dir}"],
+                    [sys.executable, "-m", "emdqn.evaluate", str(run_dir), "episodes=1"]):
+        result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                                env=dict(os.environ, WANDB_MODE="offline"))
+        assert result.returncode == 2, result.stderr[-2000:]
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {config} is unreadable (") and \
+            lines[0].endswith("the run's config cannot be read from it")
+
+
+def test_evaluate_refuses_a_result_it_cannot_write_before_playing(finished_run, tmp_path):
+    from emdqn.evaluate import run_evaluation
+
+    run_dir = copy_of(finished_run, tmp_path)
+    step = load_checkpoint(run_dir)["env_steps"]
+    (run_dir / f"eval_nature_{step}.json.tmp").mkdir()  # the result's temporary name cannot be a file
+    with pytest.raises(EvaluationError, match=rf"cannot write the result .*eval_nature_{step}.json"):
+        run_evaluation(run_dir, {"episodes": 1})
+
+
+def test_a_refused_second_run_leaves_the_first_runs_log_alone(finished_run, tmp_path):
+    run_dir = copy_of(finished_run, tmp_path)
+    log_before = (run_dir / "train.log").read_bytes()
+    refused = run_train(["env=cartpole", "model=mlp", f"hydra.run.dir={run_dir}"], cwd=tmp_path, check=False,
+                        extra_env={"HYDRA_FULL_ERROR": "0"})
+    assert refused.returncode == 2 and "already holds a run" in refused.stderr
+    assert (run_dir / "train.log").read_bytes() == log_before
+
+
+def test_a_resume_checks_its_keys_against_the_runs_own_model_and_warns_once(finished_run, tmp_path):
+    run_dir = copy_of(finished_run, tmp_path)
+    changed = run_train([f"resume={run_dir}", "model.hidden_sizes=[32]"], cwd=tmp_path, check=False,
+                        extra_env={"HYDRA_FULL_ERROR": "0"})
+    assert changed.returncode == 2
+    assert "resume would change the experiment's config (model.hidden_sizes: [120, 84] -> [32])" in changed.stderr
+    resumed = run_train([f"resume={run_dir}", "agent.total_steps=450", "allow_config_change=true"], cwd=tmp_path)
+    assert "runs with the Atari agent settings" not in resumed.stdout + resumed.stderr
+
+
+def test_a_run_folder_that_cannot_be_written_is_one_line_on_resume(finished_run, tmp_path):
+    run_dir = copy_of(finished_run, tmp_path)
+    (run_dir / "train.log").unlink()
+    (run_dir / "train.log").mkdir()  # stands for a read-only folder (the tests run as root, whom chmod does not stop)
+    result = run_train([f"resume={run_dir}"], cwd=tmp_path, check=False, extra_env={"HYDRA_FULL_ERROR": "0"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: resume={run_dir}: cannot write into the run folder (Is a "
+                                                  "directory); a resumed run writes its log, metrics and checkpoints "
+                                                  "there"]
