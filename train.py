@@ -11,6 +11,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from emdqn.cluster import quiet_scheduler_polling
 from emdqn.cli import continue_in_run_folder, one_line_errors, refuse_a_taken_run_folder, report_user_errors
 from emdqn.config import register_resolvers
 from emdqn.schema import register_schemas
@@ -21,6 +22,7 @@ register_resolvers()
 register_schemas()  # the keys' types, checked by Hydra while composing
 continue_in_run_folder(sys.argv)  # resume=<run>: Hydra logs into that run's folder, no new one
 refuse_a_taken_run_folder(sys.argv)  # before Hydra's log reaches that folder
+quiet_scheduler_polling(sys.argv)  # sacct's complaints on clusters without accounting
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

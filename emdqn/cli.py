@@ -38,6 +38,10 @@ def continue_in_run_folder(argv: list[str]) -> None:
     argv += [*resume_group_choices(argv, Path(resume[-1])), f"hydra.run.dir={resume[-1]}", "hydra.output_subdir=null"]
 
 
+class JobError(RuntimeError):
+    """A user error inside a cluster job, carried to the sweep as the job's result."""
+
+
 # What a run leaves in its folder: a folder holding any of them holds a run.
 RUN_FILES = ("metrics.csv", "checkpoints", "config.yaml")
 
@@ -113,6 +117,12 @@ def report_user_errors() -> Iterator[None]:
     except Exception as error:
         if not isinstance(error, user_error_types()):
             raise
+        from emdqn.cluster import in_slurm_job
+
+        if in_slurm_job() and not wants_tracebacks():
+            # An exception reaches the sweep as the job's result (an exit would leave none);
+            # the job's folder keeps its log.
+            raise JobError(str(error)) from None
         remove_unused_job_folder()
         if wants_tracebacks():
             raise
@@ -131,12 +141,21 @@ def one_line_errors() -> Iterator[None]:
     os.environ["HYDRA_FULL_ERROR"] = os.environ[SHORT_ERRORS] = "1"
     from hydra.errors import HydraException
 
+    from emdqn.cluster import failed_job_line
+
     started, argv = time.time(), list(sys.argv)
     try:
         yield
     except HydraException as error:  # composing the config; errors of our code keep their traceback
         remove_unused_sweep_folder(argv, started)
         exit_with_one_line(composition_error_line(error))
+    except JobError as error:  # a sweep job on the cluster refused its input
+        exit_with_one_line(f"a SLURM job of the sweep failed: {error}")
+    except Exception as error:
+        line = failed_job_line(error)
+        if line is None:
+            raise
+        exit_with_one_line(line)
 
 
 def composition_error_line(error: BaseException) -> str:

@@ -20,6 +20,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from emdqn.cadence import Cadence
 from emdqn.checkpoint import checkpoint_path, load_checkpoint, restore, save_best_weights, save_checkpoint
 from emdqn.cli import quiet_third_party_output, run_files_in, taken_folder_message
+from emdqn.cluster import JobEnded, in_slurm_job, requeued_attempt, requeued_by_slurm
 from emdqn.config import ConfigError, budget_warnings, read_run_config, resolve_memory_weights, validate
 from emdqn.collector import Collector, RunControl
 from emdqn.data import EarlyEnvStep, EMDQNDataModule
@@ -201,15 +202,19 @@ def check_storage(cfg: DictConfig, collector: Collector, run_dir: Path) -> None:
     log.info("Storage: %s", "; ".join(parts))
 
 
-class _GracefulStop:
-    """First SIGINT/SIGTERM: finish the env step, checkpoint, exit. A second SIGINT aborts."""
+class StopSignals:
+    """First SIGINT/SIGTERM (and, in a SLURM job, submitit's SIGUSR2 before the time limit):
+    finish the env step, checkpoint, exit. A second SIGINT aborts. :meth:`hand_over` then
+    ends the process as the signal asks (see :mod:`emdqn.cluster`)."""
 
     def __init__(self, control: RunControl):
         self.control = control
         self.previous: dict[int, Any] = {}
+        self.received: int | None = None
 
-    def __enter__(self) -> "_GracefulStop":
-        for signum in (signal.SIGINT, signal.SIGTERM):
+    def __enter__(self) -> "StopSignals":
+        signals = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGUSR2] if in_slurm_job() else [])
+        for signum in signals:
             try:
                 self.previous[signum] = signal.signal(signum, self._handle)
             except ValueError:  # not in the main thread (e.g. some launchers): no graceful stop
@@ -219,13 +224,55 @@ class _GracefulStop:
     def _handle(self, signum: int, frame: Any) -> None:
         if self.control.stop_requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        log.warning("Received %s: stopping after this env step and writing a checkpoint "
-                    "(press Ctrl-C again to abort without one).", signal.Signals(signum).name)
+        log.warning("Received %s: stopping after this env step and writing a checkpoint%s.",
+                    signal.Signals(signum).name,
+                    "" if in_slurm_job() else " (press Ctrl-C again to abort without one)")
+        self.received = signum
         self.control.stop_requested = True
 
     def __exit__(self, *exc: Any) -> None:
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
+
+    def hand_over(self) -> None:
+        """In a SLURM job, once the checkpoint is written: SIGUSR2 goes on to submitit's handler
+        (it requeues the job and ends the process); after the SIGTERM of a requeue the process
+        ends without a result (the next attempt brings it); after any other SIGTERM the job
+        ends as a stopped run."""
+        if not in_slurm_job() or self.received is None:
+            return
+        previous = self.previous.get(self.received)
+        if self.received == signal.SIGUSR2 and callable(previous):
+            previous(self.received, None)
+        if self.received == signal.SIGUSR2 or requeued_by_slurm():
+            raise JobEnded(128 + self.received)
+
+
+def continue_requeued_run(run_path: Path, cfg: DictConfig) -> bool:
+    """A requeued SLURM job starts again in its run folder: True when the folder holds this
+    run's checkpoint (to resume); False when the previous attempt ended before its first
+    checkpoint (its files are removed, the run starts again). Another run's folder is refused."""
+    saved = read_run_config(run_path / CONFIG_FILE)
+    mine = cfg.copy()
+    with open_dict(mine):
+        weights = resolve_memory_weights(mine.memory)
+        mine.memory["lambda"], mine.memory.beta = weights.lam, weights.beta
+    before, now = flat_items(experiment_settings(saved)), flat_items(experiment_settings(mine))
+    differing = [f"{key}: {before.get(key)!r} there, {now.get(key)!r} here" for key in sorted(set(before) | set(now))
+                 if before.get(key) != now.get(key)]
+    if differing:
+        raise ConfigError(f"run folder {run_path} holds another run (" + "; ".join(differing[:3]) + "); a requeued "
+                          "job continues only its own run")
+    if checkpoint_path(run_path).exists():
+        log.info("Requeued job (attempt %d): continuing the run in %s from its checkpoint", requeued_attempt() + 1,
+                 run_path)
+        return True
+    log.info("Requeued job (attempt %d): the previous attempt ended before its first checkpoint; starting the run "
+             "again in %s", requeued_attempt() + 1, run_path)
+    for name in run_files_in(run_path):
+        target = run_path / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    return False
 
 
 def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequence[str] | None = None,
@@ -240,6 +287,10 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequenc
     overrides = list(overrides) if overrides is not None else hydra_overrides
     resume_dir = cfg.get("resume")
     state = None
+    if not resume_dir and requeued_attempt() and in_slurm_job():
+        requeued_path = Path(run_dir or hydra_dir or "outputs/run")
+        if (requeued_path / CONFIG_FILE).exists() and continue_requeued_run(requeued_path, cfg):
+            resume_dir, overrides = str(requeued_path), []
     if resume_dir:
         run_path = Path(resume_dir)
         if not (run_path / CONFIG_FILE).exists():
@@ -301,7 +352,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequenc
     )
     result = math.nan
     try:
-        with _GracefulStop(control):
+        with StopSignals(control) as stop_signals:
             try:
                 trainer.fit(module, datamodule=EMDQNDataModule(collector))
             except SIGTERMException:
@@ -310,6 +361,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequenc
             path = save_checkpoint(run_path, module, collector, cfg.checkpoint.save_replay, plain_config(cfg))
             log.warning("Stopped at env step %s; checkpoint %s. Continue with: python train.py resume=%s",
                         f"{collector.env_steps:,}", path, run_path)
+            stop_signals.hand_over()
             return result
         module.log_remaining_losses()
         # The episodes in progress stay in the checkpoint, unwritten: a run resumed with a
