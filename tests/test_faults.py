@@ -14,22 +14,12 @@ import torch
 
 import emdqn.checkpoint as checkpoint
 from emdqn.checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint, saved_replay
-from emdqn.collector import Collector
 from emdqn.evaluate import EvaluationError, load_weights
-from emdqn.module import EMDQNModule
-from tests.conftest import ROOT, compose_config, run_train
+from tests.conftest import ROOT, run_train, small_parts
 
 
 class Killed(BaseException):
     """Stands for SIGKILL inside the process: nothing after it runs, no handler catches it."""
-
-
-def small_parts():
-    cfg = compose_config(["env=cartpole", "model=mlp", "buffer.capacity=100", "agent.learning_starts=32"])
-    collector = Collector.from_config(cfg)
-    module = EMDQNModule(cfg, collector.envs.observation_shape, collector.envs.num_actions)
-    collector.set_policy(module.q_network)
-    return collector, module
 
 
 def play(collector, steps):

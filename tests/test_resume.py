@@ -1,8 +1,6 @@
 """Interruptions: SIGTERM + resume equals an uninterrupted run; checkpoints survive kills."""
 
 import csv
-import hashlib
-import json
 import os
 import pickle
 import signal
@@ -15,9 +13,7 @@ import pytest
 import torch
 
 from emdqn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, saved_replay
-from emdqn.collector import Collector
-from emdqn.module import EMDQNModule
-from tests.conftest import ROOT, compose_config, run_train
+from tests.conftest import ROOT, compose_config, run_train, small_parts
 from tests.test_faults import metrics_without_clock
 
 RUN = ["env=cartpole", "model=mlp", "agent.total_steps=3000", "agent.learning_starts=500", "agent.train_freq=1",
@@ -120,14 +116,6 @@ def test_resume_refuses_a_changed_config_unless_allowed(tmp_path):
 def test_resume_of_a_folder_without_run_is_a_clear_error(tmp_path):
     result = run_train([f"resume={tmp_path / 'nothing'}"], cwd=tmp_path, check=False)
     assert result.returncode != 0 and "is not a run folder" in result.stderr
-
-
-def small_parts():
-    cfg = compose_config(["env=cartpole", "model=mlp", "buffer.capacity=100", "agent.learning_starts=32"])
-    collector = Collector.from_config(cfg)
-    module = EMDQNModule(cfg, collector.envs.observation_shape, collector.envs.num_actions)
-    collector.set_policy(module.q_network)
-    return collector, module
 
 
 def test_a_kill_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, monkeypatch):
