@@ -199,7 +199,7 @@ def run(args: argparse.Namespace) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     while running:
-        time.sleep(1 if stopping else POLL_SECONDS)
+        time.sleep(1 if stopping else args.poll_seconds)
         for arm in list(running):
             code = arm.process.poll()
             progress = progress_of(arm.folder)
@@ -286,6 +286,7 @@ def main() -> None:
     parser.add_argument("--runs-dir", type=Path, default=REPO_ROOT / "multirun" / "atari_pair",
                         help="where the run folders go")
     parser.add_argument("--commit", action="store_true", help="git-commit each record as it is written")
+    parser.add_argument("--poll-seconds", type=float, default=POLL_SECONDS, help="how often the runs are looked at")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("overrides", nargs="*", help="extra overrides for both runs' start (kept in the records)")
     args = parser.parse_args()
