@@ -26,9 +26,10 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -36,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from emdqn.config import ConfigError, read_run_config
 from emdqn.envs import make_env, real_episode_stats
+from emdqn.metrics import format_duration
 
 ATARI_EPISODE_FRAMES = 108_000  # the standard cap of an evaluation game: 30 minutes of play
 PROTOCOLS: dict[str, dict[str, Any]] = {
@@ -57,15 +59,40 @@ class Games:
     lengths: list[int]
 
 
+class GameProgress:
+    """A line at most every ``every_seconds`` as games finish: games done, mean so far, time left."""
+
+    def __init__(self, games: int, report: Callable[[str], None] | None, label: str, every_seconds: float = 10.0):
+        self.games, self.report, self.label, self.every_seconds = games, report, label, every_seconds
+        self.start = self.last = time.perf_counter()
+
+    def game_finished(self, returns: list[float]) -> None:
+        now = time.perf_counter()
+        done = len(returns)
+        if self.report is None or (now - self.last < self.every_seconds and done < self.games):
+            return
+        self.last = now
+        left = (now - self.start) / done * (self.games - done)
+        if done < self.games:
+            self.report(f"{self.label}: {done}/{self.games} games, mean return so far {float(np.mean(returns)):.2f}, "
+                        f"about {format_duration(left)} left")
+        else:
+            self.report(f"{self.label}: {done} games, return {float(np.mean(returns)):.2f} +- "
+                        f"{float(np.std(returns)):.2f}, done in {format_duration(now - self.start)}")
+
+
 @torch.inference_mode()
 def play_games(network: torch.nn.Module, env_cfg: Any, games: int, epsilon: float = 0.0, seed: int = 0,
-               video_folder: str | Path | None = None, video_games: int = 1, video_prefix: str = "eval") -> Games:
+               video_folder: str | Path | None = None, video_games: int = 1, video_prefix: str = "eval",
+               report: Callable[[str], None] | None = None, label: str = "evaluation") -> Games:
     """``games`` full games played epsilon-greedily (epsilon 0: greedy), real scores.
 
     A lost life ends a *training* episode only; a game goes on until it is over or capped.
     With ``video_folder``, the first ``video_games`` games are recorded as MP4 from the
-    unprocessed RGB screen.
+    unprocessed RGB screen. ``report`` gets a progress line as games finish (at most one
+    every 10 seconds, and the last).
     """
+    progress = GameProgress(games, report, label)
     recorder = None
     if video_folder is not None:
         from gymnasium.wrappers import RecordVideo
@@ -92,6 +119,7 @@ def play_games(network: torch.nn.Module, env_cfg: Any, games: int, epsilon: floa
             if finished is not None:
                 played.returns.append(finished[0])
                 played.lengths.append(finished[1])
+                progress.game_finished(played.returns)
             if terminated or truncated:
                 obs, _ = env.reset()
     finally:
@@ -112,11 +140,12 @@ def evaluation_env(env_cfg: Any) -> Any:
 
 
 def evaluate(network: torch.nn.Module, env_cfg: Any, episodes: int, epsilon: float = 0.0, seed: int = 0,
-             video_folder: str | Path | None = None, video_prefix: str = "eval") -> list[float]:
+             video_folder: str | Path | None = None, video_prefix: str = "eval",
+             report: Callable[[str], None] | None = None, label: str = "evaluation") -> list[float]:
     """The returns of ``episodes`` full games (the evaluation during training), capped as
     :func:`evaluation_env` says."""
     return play_games(network, evaluation_env(env_cfg), episodes, epsilon, seed, video_folder,
-                      video_prefix=video_prefix).returns
+                      video_prefix=video_prefix, report=report, label=label).returns
 
 
 def load_weights(run_dir: Path) -> tuple[dict[str, torch.Tensor], int]:
@@ -218,7 +247,7 @@ def output_path(run_dir: Path, protocol: str, step: int) -> Path:
 def log_to_wandb(run_dir: Path, run_cfg: DictConfig, step: int, summary: dict, protocol: str,
                  videos: Sequence[Path]) -> bool:
     """Add the result to the run's W&B run (when it has one); False when there is none or W&B fails."""
-    from emdqn.loggers import WANDB_ID_FILE, wandb_mode
+    from emdqn.loggers import WANDB_ID_FILE, quiet_wandb_settings, wandb_mode
 
     id_file = run_dir / WANDB_ID_FILE
     if not id_file.exists():
@@ -228,7 +257,8 @@ def log_to_wandb(run_dir: Path, run_cfg: DictConfig, step: int, summary: dict, p
 
         wandb_cfg = run_cfg.logger.wandb
         run = wandb.init(id=id_file.read_text().strip(), project=wandb_cfg.project, entity=wandb_cfg.entity,
-                         dir=str(run_dir), resume="allow", mode=wandb_mode(wandb_cfg.mode), job_type="eval")
+                         dir=str(run_dir), resume="allow", mode=wandb_mode(wandb_cfg.mode), job_type="eval",
+                         settings=quiet_wandb_settings())
         metrics = {f"eval/{protocol}/episodic_return": summary["mean"], "global_step": step}
         if "hns" in summary:
             metrics[f"eval/{protocol}/hns"] = summary["hns"]
@@ -277,7 +307,8 @@ def run_evaluation(run_dir: str | Path, overrides: dict[str, Any] | None = None)
     video_folder = run_dir / "videos" if settings["video"] else None
     prefix = f"{settings['protocol']}_step{step}"
     games = play_games(network, env_cfg, settings["episodes"], settings["epsilon"], settings["seed"], video_folder,
-                       settings["video_games"], prefix)
+                       settings["video_games"], prefix, report=lambda line: print(line, file=sys.stderr, flush=True),
+                       label=f"{env_cfg.id} at env step {step:,}")
     summary = {"run": str(run_dir), "env_id": str(env_cfg.id), "step": step, **settings,
                "env_overrides": OmegaConf.to_container(env_cfg, resolve=True), "notes": notes,
                **summarize(games, str(env_cfg.id))}

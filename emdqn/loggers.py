@@ -146,6 +146,7 @@ def build_wandb_logger(cfg: Any, run_dir: Path, group: str | None) -> Logger | N
             name=run_name(cfg), project=wandb_cfg.project, entity=wandb_cfg.entity, save_dir=str(run_dir),
             id=run_id, group=wandb_cfg.group or group, tags=list(wandb_cfg.tags), mode=mode,
             config=OmegaConf.to_container(cfg, resolve=True), job_type="train", reinit="finish_previous",
+            settings=quiet_wandb_settings(),
         )
         # Lightning hands wandb.init anonymous=None, which wandb warns about on every run.
         logger._wandb_init.pop("anonymous", None)
@@ -158,6 +159,14 @@ def build_wandb_logger(cfg: Any, run_dir: Path, group: str | None) -> Logger | N
     if mode == "offline":
         log.info("W&B runs offline; upload later with: wandb sync %s", run_dir / "wandb")
     return logger
+
+
+def quiet_wandb_settings() -> Any:
+    """W&B's settings without its run summary at the end (it pushed the last line of a run,
+    the command that continues it, off the screen); ``WANDB_QUIET=false`` brings it back."""
+    import wandb
+
+    return wandb.Settings(quiet=os.environ.get("WANDB_QUIET", "true").lower() not in ("false", "0", "no"))
 
 
 def finish_wandb() -> None:

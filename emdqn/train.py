@@ -26,7 +26,7 @@ from emdqn.collector import Collector, RunControl
 from emdqn.data import EarlyEnvStep, EMDQNDataModule
 from emdqn.evaluate import evaluate
 from emdqn.loggers import MetricsCSVLogger, build_wandb_logger, finish_wandb, run_name
-from emdqn.metrics import log_metrics
+from emdqn.metrics import EvaluationPlan, log_metrics
 from emdqn.module import EMDQNModule
 
 log = logging.getLogger("emdqn")
@@ -317,6 +317,8 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequenc
     collector = Collector.from_config(cfg, control)
     module = EMDQNModule(cfg, collector.envs.observation_shape, collector.envs.num_actions, weights)
     collector.set_policy(module.q_network)
+    collector.progress.plan_evaluations(EvaluationPlan(
+        int(cfg.agent.total_steps), int(cfg.eval.every_steps or 0), int(cfg.eval.episodes)))
     check_storage(cfg, collector, run_path)
     prepare_run_dir(run_path, resuming=state is not None)
     if state is not None:
@@ -351,6 +353,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequenc
         callbacks=[EarlyEnvStep(collector), PeriodicWork(cfg, run_path, collector, control)],
     )
     result = math.nan
+    stopped_line = None
     try:
         with StopSignals(control) as stop_signals:
             try:
@@ -359,8 +362,8 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequenc
                 control.stop_requested = True
         if control.stop_requested:
             path = save_checkpoint(run_path, module, collector, cfg.checkpoint.save_replay, plain_config(cfg))
-            log.warning("Stopped at env step %s; checkpoint %s. Continue with: python train.py resume=%s",
-                        f"{collector.env_steps:,}", path, run_path)
+            stopped_line = (f"Stopped at env step {collector.env_steps:,}; checkpoint {path}. "
+                            f"Continue with: python train.py resume={run_path}")
             stop_signals.hand_over()
             return result
         module.log_remaining_losses()
@@ -373,6 +376,8 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequenc
             logger.finalize("success")
         finish_wandb()
         collector.envs.close()
+        if stopped_line:  # the last line of a stopped run: how to continue it
+            log.warning("%s", stopped_line)
     return result
 
 
@@ -392,7 +397,7 @@ def final_evaluation(cfg: DictConfig, run_dir: Path, module: EMDQNModule, collec
             log_metrics(loggers, {"eval/best_step": module.best_step}, collector.env_steps)
         start = time.perf_counter()
         returns = evaluate(module.q_network, cfg.env, cfg.eval.episodes, cfg.eval.epsilon, seed=cfg.seed + 10_000,
-                           **video_options(cfg, run_dir, collector.env_steps))
+                           report=log.info, label="final evaluation", **video_options(cfg, run_dir, collector.env_steps))
         mean = float(np.mean(returns))
         log_metrics(loggers, {"eval/episodic_return": mean, "eval/episodic_return_std": float(np.std(returns))},
                     collector.env_steps)
@@ -439,13 +444,15 @@ class PeriodicWork(pl.Callback):
             flush(trainer.loggers)  # the metrics file holds every row up to the checkpoint
             log.info("Checkpoint at env step %s: %s", f"{step:,}", path)
         if self.evaluations.due(step):
+            start = time.perf_counter()
             returns = evaluate(module.q_network, self.cfg.env, self.cfg.eval.episodes, self.cfg.eval.epsilon,
-                               seed=self.cfg.seed + 10_000 + step, **video_options(self.cfg, self.run_dir, step))
+                               seed=self.cfg.seed + 10_000 + step, report=log.info,
+                               label=f"evaluation at env step {step:,}", **video_options(self.cfg, self.run_dir, step))
+            if self.collector.progress.evaluations is not None:
+                self.collector.progress.evaluations.measured(time.perf_counter() - start)
             mean = float(np.mean(returns))
             log_metrics(trainer.loggers, {"eval/episodic_return": mean, "eval/episodic_return_std": float(np.std(returns))},
                         step)
-            log.info("Evaluation at env step %s over %d games: return %.2f +- %.2f", f"{step:,}", len(returns), mean,
-                     np.std(returns))
             flush(trainer.loggers)  # an evaluation is on disk as soon as it is played
             if self.cfg.eval.get("keep_best"):
                 module.remember_if_best(mean, step)

@@ -1,0 +1,44 @@
+"""What a run prints: evaluation games show progress, the ETA counts the evaluations, and a
+stopped run's last line is the command that continues it."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tests.conftest import ROOT, run_train
+
+RUN = ["experiment=cartpole", "agent.total_steps=12000", "agent.learning_starts=1000", "eval.every_steps=5000",
+       "trainer.progress_every_seconds=0.5", "trainer.threads=1"]
+
+
+def test_evaluation_games_show_progress_and_the_eta_counts_the_evaluations(tmp_path):
+    result = run_train([*RUN, "logger=csv", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    lines = (result.stdout + result.stderr).splitlines()
+    first_progress = next(line for line in lines if "| ETA" in line)
+    assert "+ 3 evaluations of 10 games" in first_progress  # at 5k and 10k, and the final one
+    after_first = [line for line in lines if "| ETA" in line and "with 2 evaluations" in line]
+    assert after_first, "once an evaluation was timed, the ETA includes the remaining ones"
+    assert any("evaluation at env step 5,000: 10 games, return" in line and "done in" in line for line in lines)
+    assert any("final evaluation: 10 games, return" in line for line in lines)
+
+
+def test_the_last_line_of_a_stopped_run_is_how_to_continue_it(tmp_path):
+    run_dir = tmp_path / "run"
+    env = dict(os.environ, WANDB_MODE="offline", PYTHONUNBUFFERED="1")
+    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *RUN, "agent.total_steps=200000",
+                                f"hydra.run.dir={run_dir}"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    output = []
+    deadline = time.time() + 180
+    for line in process.stdout:  # W&B (on by default, offline) is running once training reports
+        output.append(line)
+        if "| ETA" in line and "step 1/" not in line:
+            process.send_signal(signal.SIGTERM)
+            break
+        assert time.time() < deadline
+    output.extend(process.stdout)
+    assert process.wait(timeout=120) == 0
+    last = [line for line in output if line.strip()][-1]
+    assert f"Continue with: python train.py resume={run_dir}" in last, "".join(output[-20:])
