@@ -271,6 +271,9 @@ QUIET_WARNINGS = (
     # The replay is sampled in the training process on purpose (workers would sample a stale
     # copy of the buffer the collector is filling); Lightning suggests workers on GPU machines.
     r"The 'train_dataloader' does not have many workers",
+    # On a machine with SLURM's tools, Lightning suggests srun for every run; a run is one
+    # process, and SLURM jobs go through the submitit launcher (docs/sweeps.md).
+    r"The `srun` command is available on your system but is not used",
 )
 
 

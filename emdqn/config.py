@@ -7,6 +7,7 @@ value and what is allowed. ``lambda`` is a Python keyword: read it as ``cfg.memo
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Iterator, NamedTuple, Sequence
 
 from omegaconf import DictConfig, FloatNode, IntegerNode, ListConfig, OmegaConf
@@ -90,6 +91,10 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("emdqn_minatar_id", minatar_env_id, replace=True)
     # Run folder names from env ids such as ALE/Tetris-v5: one folder, not a nested one.
     OmegaConf.register_new_resolver("emdqn_safe_name", lambda text: str(text).replace("/", "_"), replace=True)
+    # A flat env's name from the id it plays (CartPole-v1: cartpole), so a run folder is named
+    # after its game whichever env option it started from.
+    OmegaConf.register_new_resolver("emdqn_env_name", lambda text: re.sub(r"-v\d+$", "", str(text)).lower()
+                                    .replace("/", "_"), replace=True)
 
 
 def default_learning_starts(total_steps: Any, batch_size: Any) -> Any:
@@ -232,6 +237,11 @@ def validate(cfg: DictConfig) -> None:
         check_env_id(env.id)
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    if env.kind in ("classic", "toy_text"):
+        from emdqn.envs import untrainable_reason
+
+        if (reason := untrainable_reason(env.id)) is not None:
+            _fail("env.id", env.id, f"an env DQN can train; {reason} (python -m emdqn.envs lists those it can)")
     num_envs = _positive_int(cfg, "env.num_envs")
     if capacity // num_envs < 2:
         _fail("env.num_envs", num_envs, f"at most buffer.capacity / 2 ({capacity // 2}): each env keeps "

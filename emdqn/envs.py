@@ -362,8 +362,28 @@ def real_episode_stats(info: dict) -> tuple[float, int] | None:
     return float(np.asarray(episode["r"]).reshape(-1)[0]), int(np.asarray(episode["l"]).reshape(-1)[0])
 
 
+def untrainable_reason(env_id: str) -> str | None:
+    """Why DQN cannot train a classic-control or toy-text env (None when it can): its actions
+    must be a finite set and its observations a flat vector or a finite set of states."""
+    try:
+        probe = gym.make(env_id)
+    except Exception as error:  # an env that needs an extra package, for example
+        return f"it cannot be built here ({type(error).__name__}: {error})"
+    try:
+        actions, observations = probe.action_space, probe.observation_space
+    finally:
+        probe.close()
+    if not isinstance(actions, spaces.Discrete):
+        return f"its actions are {actions}, and DQN needs a finite set of actions (Discrete)"
+    flat = isinstance(observations, spaces.Discrete) or (isinstance(observations, spaces.Box)
+                                                          and len(observations.shape) == 1)
+    if not flat:
+        return f"its observations are {observations}, and model=mlp takes a flat vector or a Discrete state"
+    return None
+
+
 def available_envs() -> dict[str, list[str]]:
-    """The environment ids this machine can build, by family."""
+    """The environment ids this machine can build and train, by family."""
     families: dict[str, list[str]] = {"Atari (env=atari env.id=...)": [], "MinAtar (env=minatar env.game=...)": [],
                                       "classic control and toy text (model=mlp)": []}
     for env_id, spec in sorted(gym.registry.items()):
@@ -372,7 +392,7 @@ def available_envs() -> dict[str, list[str]]:
             families["Atari (env=atari env.id=...)"].append(env_id)
         elif env_id.startswith("MinAtar/"):
             families["MinAtar (env=minatar env.game=...)"].append(env_id)
-        elif "classic_control" in entry or "toy_text" in entry:
+        elif ("classic_control" in entry or "toy_text" in entry) and untrainable_reason(env_id) is None:
             families["classic control and toy text (model=mlp)"].append(env_id)
     return families
 

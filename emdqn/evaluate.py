@@ -128,9 +128,23 @@ def play_games(network: torch.nn.Module, env_cfg: Any, games: int, epsilon: floa
     return played
 
 
+FLAT_GAME_STEPS = 10_000  # the cap of an evaluation game of a flat env that has no time limit of its own
+
+
 def evaluation_env(env_cfg: Any) -> Any:
     """The env config of an evaluation game: the training env's, with Atari games capped at
-    108,000 frames (the cap every published Atari evaluation uses) where training caps them later."""
+    108,000 frames (the cap every published Atari evaluation uses) where training caps them
+    later, and games of a flat env without a time limit (CliffWalking) at 10,000 steps: an
+    untrained greedy policy can walk into a wall forever."""
+    if env_cfg.get("kind") in ("classic", "toy_text"):
+        import gymnasium as gym
+
+        spec = gym.spec(env_cfg.id)
+        if spec.max_episode_steps is None and "max_episode_steps" not in (env_cfg.get("kwargs") or {}):
+            capped = OmegaConf.create(OmegaConf.to_container(env_cfg, resolve=True))
+            capped.kwargs = {**(capped.get("kwargs") or {}), "max_episode_steps": FLAT_GAME_STEPS}
+            return capped
+        return env_cfg
     if env_cfg.get("kind") != "atari":
         return env_cfg
     capped = OmegaConf.create(OmegaConf.to_container(env_cfg, resolve=True))

@@ -209,3 +209,30 @@ def test_game_statistics_report_the_real_score_of_a_full_game_across_lives():
     assert lives_lost == 4  # Breakout's five lives: four training episodes end before the game
     assert info["episode"]["r"] >= clipped and info["episode"]["l"] > 0
     env.close()
+
+
+def test_every_listed_flat_env_trains_and_an_unlisted_one_is_refused_in_one_line(tmp_path):
+    """python -m emdqn.envs lists only what trains: each entry runs a few steps of training."""
+    import math
+
+    from emdqn.config import ConfigError, validate
+    from emdqn.envs import available_envs
+    from emdqn.train import train
+    from tests.conftest import compose_config
+
+    listed = available_envs()["classic control and toy text (model=mlp)"]
+    assert "Pendulum-v1" not in listed and "Blackjack-v1" not in listed and "CartPole-v1" in listed
+    for env_id in listed:
+        cfg = compose_config(["env=cartpole", "model=mlp", f"env.id={env_id}", "agent.total_steps=200",
+                              "agent.learning_starts=64", "buffer.capacity=500", "eval.episodes=1",
+                              "eval.every_steps=0", "logger=csv", "checkpoint.save_replay=false",
+                              "trainer.progress_every_seconds=60"])
+        result = train(cfg, run_dir=tmp_path / env_id)
+        assert math.isfinite(result), env_id
+        assert cfg.env.name in ("cartpole", "acrobot", "mountaincar", "frozenlake", "frozenlake8x8", "taxi",
+                                "cliffwalking", "cliffwalkingslippery"), cfg.env.name
+    for env_id, words in (("Pendulum-v1", "DQN needs a finite set of actions"),
+                          ("Blackjack-v1", "model=mlp takes a flat vector or a Discrete state")):
+        with pytest.raises(ConfigError) as error:
+            validate(compose_config(["env=cartpole", "model=mlp", f"env.id={env_id}"]))
+        assert str(error.value).startswith(f"env.id='{env_id}' is not allowed") and words in str(error.value)
