@@ -398,6 +398,12 @@ def available_envs() -> dict[str, list[str]]:
 
 
 if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:]:
+        print("python -m emdqn.envs: the environments this machine can train, by family, and the config that "
+              "plays each (no arguments)", file=sys.stderr if sys.argv[1] not in ("-h", "--help") else sys.stdout)
+        sys.exit(0 if sys.argv[1] in ("-h", "--help") else 2)
     for family, ids in available_envs().items():
         print(f"{family}: {len(ids)}")
         print("    " + ", ".join(ids))

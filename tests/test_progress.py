@@ -42,3 +42,16 @@ def test_the_last_line_of_a_stopped_run_is_how_to_continue_it(tmp_path):
     assert process.wait(timeout=120) == 0
     last = [line for line in output if line.strip()][-1]
     assert f"Continue with: python train.py resume={run_dir}" in last, "".join(output[-20:])
+
+
+def test_help_shows_the_projects_commands_and_the_env_listing_has_help(tmp_path):
+    shown = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=120)
+    assert shown.returncode == 0
+    for command in ("python train.py env=pong memory.lambda=0.1", "python train.py resume=<run folder>",
+                    "python -m emdqn.evaluate <run folder>", "python -m emdqn.compare <sweep folder>",
+                    "== Configuration groups =="):
+        assert command in shown.stdout, command
+    listing = subprocess.run([sys.executable, "-m", "emdqn.envs", "--help"], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=120)
+    assert listing.returncode == 0 and listing.stdout.startswith("python -m emdqn.envs: the environments")
