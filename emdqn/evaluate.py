@@ -292,6 +292,11 @@ def run_evaluation(run_dir: str | Path, overrides: dict[str, Any] | None = None)
     run_dir = Path(run_dir)
     overrides = dict(overrides or {})
     if not (run_dir / "config.yaml").exists():
+        inside = sorted(str(path.parent) for path in run_dir.glob("*/config.yaml"))
+        if inside:  # a sweep's folder: say which runs it holds
+            shown = ", ".join(inside[:5]) + (f" and {len(inside) - 5} more" if len(inside) > 5 else "")
+            raise EvaluationError(f"{run_dir} is a sweep folder, not a run folder: evaluate one of its {len(inside)} "
+                                  f"runs: {shown}")
         raise EvaluationError(f"{run_dir} is not a run folder (no config.yaml in it)")
     unknown = sorted(set(overrides) - set(OPTIONS) - {"env"})
     if unknown:

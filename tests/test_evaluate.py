@@ -127,3 +127,13 @@ def test_minatar_videos_show_the_game(tmp_path):
     play_games(network, cfg.env, 1, epsilon=1.0, video_folder=tmp_path / "videos", video_prefix="random")
     (video,) = (tmp_path / "videos").glob("random*.mp4")
     assert video.stat().st_size > 1000
+
+
+def test_a_sweep_folder_is_refused_with_the_runs_it_holds(tmp_path, capsys):
+    for name in ("0_cartpole_kdtree_lam0_s0", "1_cartpole_kdtree_lam0.1_s0"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text("seed: 0\n")
+    assert evaluate_main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {tmp_path} is a sweep folder, not a run folder: evaluate one of its 2 runs: ")
+    assert str(tmp_path / "1_cartpole_kdtree_lam0.1_s0") in err and len(err.splitlines()) == 1
