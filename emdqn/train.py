@@ -183,23 +183,40 @@ def format_bytes(count: float) -> str:
     return f"{count:.1f} TB"
 
 
-def check_storage(cfg: DictConfig, collector: Collector, run_dir: Path) -> None:
-    """Say what the buffer, the memory and the checkpoints will take; refuse a disk that
-    cannot hold one checkpoint's replay file."""
-    replay_bytes = collector.replay.nbytes()
-    parts = [f"replay buffer {format_bytes(replay_bytes)} of RAM when full"]
+def checkpoint_bytes(cfg: DictConfig, collector: Collector, module: EMDQNModule) -> dict[str, float]:
+    """What the last checkpoint of this run will take, by part: the replay's filled slots
+    (at most the run's env steps), the online and target networks with Adam's two moments, and
+    the memory's entries (at most one per env step)."""
+    network_bytes = float(sum(p.numel() * p.element_size() for p in module.q_network.parameters()))
+    capacity = int(cfg.buffer.capacity)
+    filled = min(int(cfg.agent.total_steps) + collector.envs.num_envs, capacity)
+    parts = {"replay": collector.replay.nbytes() * filled / capacity if cfg.checkpoint.save_replay else 0.0,
+             "networks and optimizer": 4.0 * network_bytes, "weights file": network_bytes}
     if collector.memory is not None:
         entries = min(int(cfg.memory.capacity) * collector.envs.num_actions, int(cfg.agent.total_steps))
-        parts.append(f"episodic memory up to {format_bytes(entries * 64)}")
-    if cfg.checkpoint.save_replay:
-        parts.append(f"each checkpoint up to {format_bytes(replay_bytes)} on disk (the filled part of the buffer)")
-        existing = next(folder for folder in (run_dir, *run_dir.absolute().parents) if folder.exists())
-        free = shutil.disk_usage(existing).free
-        if free < replay_bytes:
-            raise ConfigError(f"checkpoint.save_replay=true needs up to {format_bytes(replay_bytes)} of disk per "
-                              f"checkpoint and {existing} has {format_bytes(free)} free: free some space, lower "
-                              "buffer.capacity, or set checkpoint.save_replay=false")
-    log.info("Storage: %s", "; ".join(parts))
+        parts["memory"] = entries * (4 * int(cfg.memory.key_dim) + 32)
+    return parts
+
+
+def check_storage(cfg: DictConfig, collector: Collector, module: EMDQNModule, run_dir: Path) -> None:
+    """Say what the buffer, the memory and this run's checkpoint will take; refuse a disk that
+    cannot hold the checkpoint."""
+    replay_bytes = collector.replay.nbytes()
+    lines = [f"replay buffer {format_bytes(replay_bytes)} of RAM when full"]
+    if collector.memory is not None:
+        entries = min(int(cfg.memory.capacity) * collector.envs.num_actions, int(cfg.agent.total_steps))
+        lines.append(f"episodic memory up to {format_bytes(entries * 64)}")
+    parts = checkpoint_bytes(cfg, collector, module)
+    total = sum(parts.values())
+    lines.append(f"this run's checkpoint up to {format_bytes(total)} on disk ("
+                 + ", ".join(f"{name} {format_bytes(size)}" for name, size in parts.items() if size) + ")")
+    existing = next(folder for folder in (run_dir, *run_dir.absolute().parents) if folder.exists())
+    free = shutil.disk_usage(existing).free
+    if free < total:
+        raise ConfigError(f"this run's checkpoint needs up to {format_bytes(total)} of disk and {existing} has "
+                          f"{format_bytes(free)} free: free some space, lower buffer.capacity, or set "
+                          "checkpoint.save_replay=false")
+    log.info("Storage: %s", "; ".join(lines))
 
 
 class StopSignals:
@@ -319,7 +336,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequenc
     collector.set_policy(module.q_network)
     collector.progress.plan_evaluations(EvaluationPlan(
         int(cfg.agent.total_steps), int(cfg.eval.every_steps or 0), int(cfg.eval.episodes)))
-    check_storage(cfg, collector, run_path)
+    check_storage(cfg, collector, module, run_path)
     prepare_run_dir(run_path, resuming=state is not None)
     if state is not None:
         restore(state, module, collector)

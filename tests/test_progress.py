@@ -55,3 +55,17 @@ def test_help_shows_the_projects_commands_and_the_env_listing_has_help(tmp_path)
     listing = subprocess.run([sys.executable, "-m", "emdqn.envs", "--help"], cwd=tmp_path, capture_output=True,
                              text=True, timeout=120)
     assert listing.returncode == 0 and listing.stdout.startswith("python -m emdqn.envs: the environments")
+
+
+def test_the_pre_run_estimate_of_a_checkpoint_matches_what_the_run_writes(tmp_path):
+    import re
+
+    run_dir = tmp_path / "run"
+    result = run_train(["env=pong", "agent.total_steps=300", "agent.learning_starts=100", "eval.episodes=0",
+                        "logger=csv", "trainer.threads=1", "memory.capacity=1000", f"hydra.run.dir={run_dir}"],
+                       cwd=tmp_path)
+    found = re.search(r"this run's checkpoint up to ([\d.]+) (KB|MB|GB) on disk", result.stdout + result.stderr)
+    assert found, (result.stdout + result.stderr)[-2000:]
+    estimate = float(found.group(1)) * {"KB": 1e3, "MB": 1e6, "GB": 1e9}[found.group(2)]
+    written = sum(path.stat().st_size for path in (run_dir / "checkpoints").rglob("*") if path.is_file())
+    assert 0.8 < written / estimate < 1.25, (written, estimate)
