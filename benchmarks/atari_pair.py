@@ -139,17 +139,18 @@ class Arm:
             self.record.setdefault("restarts", []).append(
                 {"date": now(), "lost_env_steps": self.record["env_steps"], "why": "run folder lost; started from 0"})
             self.record.update(evaluations=[], env_steps=0)
-        from_step = progress_of(self.folder)["env_steps"] if action == "resume" else 0
+        resumed = progress_of(self.folder) if action == "resume" else None
+        from_step = resumed["env_steps"] if resumed else 0
         self.stretch = {**metadata_block(command), "action": action, "from_step": from_step, "started": now()}
         self.folder.parent.mkdir(parents=True, exist_ok=True)
         console = (self.folder.parent / f"{self.folder.name}.console.log").open("a")
         self.process = subprocess.Popen([sys.executable, str(REPO_ROOT / "train.py"), *overrides], cwd=REPO_ROOT,
                                         stdout=console, stderr=subprocess.STDOUT)
-        self.evaluations_seen = len(progress_of(self.folder)["evaluations"]) if action == "resume" else 0
+        self.evaluations_seen = len(resumed["evaluations"]) if resumed else 0
         print(f"    {self.name}: {action} from env step {from_step:,}: {command}", flush=True)
 
-    def update_record(self, args: argparse.Namespace, finished: bool = False) -> None:
-        progress = progress_of(self.folder)
+    def update_record(self, args: argparse.Namespace, progress: dict, finished: bool = False) -> None:
+        """Rewrite the record from ``progress`` (:func:`progress_of` the run folder, read by the caller)."""
         wall = time.time() - datetime.datetime.fromisoformat(self.stretch["started"]).timestamp()
         stretch = {**self.stretch, "to_step": progress["env_steps"], "wall_seconds": round(wall, 1),
                    "env_steps_per_second": round((progress["env_steps"] - self.stretch["from_step"]) / max(wall, 1), 1)}
@@ -207,7 +208,7 @@ def run(args: argparse.Namespace) -> None:
             new_evaluation = len(progress["evaluations"]) > arm.evaluations_seen
             if code is None and not new_evaluation:
                 continue
-            arm.update_record(args, finished=finished)
+            arm.update_record(args, progress, finished=finished)
             arm.evaluations_seen = len(progress["evaluations"])
             last = progress["evaluations"][-1] if progress["evaluations"] else None
             state = ("finished" if finished else "stopped" if code == 0 else

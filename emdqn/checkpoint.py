@@ -124,14 +124,6 @@ def _atomic_torch_save(obj: Any, path: Path) -> FileDigest:
     return _atomic_write(path, lambda file: torch.save(obj, file))
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verified_bytes(path: Path, expected: Any) -> bytes:
     """The bytes of ``path`` if they are what the manifest recorded (``[size, sha256]``)."""
     size, sha256 = expected
@@ -149,10 +141,6 @@ def verified_bytes(path: Path, expected: Any) -> bytes:
         raise CheckpointError(f"{path} is not the file emdqn wrote (its SHA-256 differs from the manifest's): a "
                               "corrupted or replaced file; refusing to read it")
     return data
-
-
-def weights_path(run_dir: str | os.PathLike, env_steps: int) -> Path:
-    return Path(run_dir) / CHECKPOINT_DIR / f"weights_{env_steps}.pt"
 
 
 def read_manifest(run_dir: str | os.PathLike) -> dict[str, Any] | None:
@@ -192,7 +180,7 @@ def load_weights_file(path: Path, digest: Any) -> dict[str, torch.Tensor]:
     return weights
 
 
-def _free_name(directory: Path, name: str, taken: set[str]) -> str:
+def _free_name(name: str, taken: set[str]) -> str:
     """``name``, or ``name`` with a counter when the current checkpoint already names it (a
     second save at the same env step must not overwrite a file the manifest relies on)."""
     stem, suffix = name.rsplit(".", 1)
@@ -229,10 +217,10 @@ def save_checkpoint(run_dir: str | os.PathLike, module: Any, collector: Any, sav
         "replay_meta": replay_meta,
         "torch_rng": torch.get_rng_state(),
     }
-    weights_name = _free_name(directory, f"weights_{step}.pt", taken)
+    weights_name = _free_name(f"weights_{step}.pt", taken)
     weights = _atomic_torch_save({name: tensor.detach().cpu() for name, tensor in module.q_network.state_dict().items()},
                                  directory / weights_name)
-    state_name = _free_name(directory, f"state_{step}.ckpt", taken)
+    state_name = _free_name(f"state_{step}.ckpt", taken)
     state_digest = _atomic_torch_save(state, directory / state_name)
     manifest = {"written_by": "emdqn", "format": FORMAT_VERSION, "env_steps": step,
                 "state": [state_name, state_digest.as_json()], "weights": [weights_name, weights.as_json()],

@@ -21,7 +21,8 @@ from emdqn.cadence import Cadence
 from emdqn.checkpoint import checkpoint_path, load_checkpoint, restore, save_best_weights, save_checkpoint
 from emdqn.cli import quiet_third_party_output, run_files_in, taken_folder_message
 from emdqn.cluster import JobEnded, in_slurm_job, requeued_attempt, requeued_by_slurm
-from emdqn.config import ConfigError, budget_warnings, read_run_config, resolve_memory_weights, validate
+from emdqn.config import (ConfigError, MemoryWeights, budget_warnings, read_run_config, resolve_memory_weights,
+                          validate)
 from emdqn.collector import Collector, RunControl
 from emdqn.data import EarlyEnvStep, EMDQNDataModule
 from emdqn.evaluate import evaluate
@@ -57,6 +58,15 @@ def _override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def _is_free_key(key: str) -> bool:
+    """A key of RESUME_FREE_KEYS, or one below them."""
+    return any(key == free or key.startswith(free + ".") for free in RESUME_FREE_KEYS)
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
 def merge_resume_config(saved: DictConfig, composed: DictConfig, overrides: Sequence[str],
                         allow_change: bool) -> DictConfig:
     """The saved config with this invocation's explicit overrides applied, if allowed."""
@@ -65,16 +75,15 @@ def merge_resume_config(saved: DictConfig, composed: DictConfig, overrides: Sequ
     drop_moved_keys(merged, composed)
     for override in overrides:
         key = _override_key(override)
-        if any(key == free or key.startswith(free + ".") for free in RESUME_FREE_KEYS):
+        if _is_free_key(key):
             continue
         if "." not in key and OmegaConf.select(composed, f"{key}.name", default=None) is not None and \
                 OmegaConf.select(composed, f"{key}.name") == OmegaConf.select(saved, f"{key}.name"):
             continue  # the run's own group option, named so the command's keys are checked against it
         new_value = OmegaConf.select(composed, key)
         old_value = OmegaConf.select(saved, key)
-        as_plain = (lambda v: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v)
-        if as_plain(new_value) != as_plain(old_value):
-            changed.append(f"{key}: {as_plain(old_value)!r} -> {as_plain(new_value)!r}")
+        if _plain(new_value) != _plain(old_value):
+            changed.append(f"{key}: {_plain(old_value)!r} -> {_plain(new_value)!r}")
             with open_dict(merged):
                 OmegaConf.update(merged, key, new_value, force_add=True)
     if changed and not allow_change:
@@ -89,13 +98,12 @@ def merge_resume_config(saved: DictConfig, composed: DictConfig, overrides: Sequ
         key = _override_key(override)
         if key.startswith("hydra") or key in ("resume", "allow_config_change"):
             continue
-        if any(key == free or key.startswith(free + ".") for free in RESUME_FREE_KEYS):
+        if _is_free_key(key):
             old_value, new_value = OmegaConf.select(saved, key), OmegaConf.select(composed, key)
             with open_dict(merged):
                 OmegaConf.update(merged, key, new_value, force_add=True, merge=False)
-            as_plain = (lambda v: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v)
-            if as_plain(old_value) != as_plain(new_value):
-                given.append(f"{key}: {as_plain(old_value)!r} -> {as_plain(new_value)!r}")
+            if _plain(old_value) != _plain(new_value):
+                given.append(f"{key}: {_plain(old_value)!r} -> {_plain(new_value)!r}")
     if given:
         log.info("This resume changes how the run is carried out: %s", "; ".join(given))
     with open_dict(merged):
@@ -111,7 +119,7 @@ def merge_resume_config(saved: DictConfig, composed: DictConfig, overrides: Sequ
 
 def experiment_settings(config: Any) -> dict[str, Any]:
     """The part of a config that defines the experiment (what a resume may not change silently)."""
-    plain = OmegaConf.to_container(config, resolve=True) if OmegaConf.is_config(config) else dict(config)
+    plain = dict(_plain(config))
     plain = {key: value for key, value in plain.items() if key not in RESUME_FREE_KEYS}
     if isinstance(plain.get("trainer"), dict):
         plain["trainer"] = {key: value for key, value in plain["trainer"].items()
@@ -126,15 +134,28 @@ def flat_items(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): tree}
 
 
+def experiment_differences(before: Any, now: Any, before_label: str, now_label: str) -> list[str]:
+    """The experiment keys on which two configs differ, one ``key: a <before_label>, b <now_label>`` each."""
+    old, new = flat_items(experiment_settings(before)), flat_items(experiment_settings(now))
+    return [f"{key}: {old.get(key)!r} {before_label}, {new.get(key)!r} {now_label}"
+            for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+
+
+def apply_memory_weights(cfg: DictConfig) -> MemoryWeights:
+    """Resolve λ, β and α once and write them into ``cfg`` (config.yaml and --cfg show the values used)."""
+    weights = resolve_memory_weights(cfg.memory)
+    with open_dict(cfg):
+        cfg.memory["lambda"], cfg.memory.beta = weights.lam, weights.beta
+    return weights
+
+
 def check_saved_config(run_path: Path, saved: DictConfig, manifest: dict[str, Any], allow_change: bool) -> None:
     """config.yaml must hold the experiment the checkpoint was made with: an edit of it is
     refused in one line (a deliberate change goes through allow_config_change)."""
     recorded = manifest.get("config")
     if recorded is None:
         return
-    before, now = flat_items(experiment_settings(recorded)), flat_items(experiment_settings(saved))
-    differing = [f"{key}: {before.get(key)!r} in the checkpoint, {now.get(key)!r} in {CONFIG_FILE}"
-                 for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)]
+    differing = experiment_differences(recorded, saved, "in the checkpoint", f"in {CONFIG_FILE}")
     if differing and not allow_change:
         raise ConfigError(f"{run_path / CONFIG_FILE} differs from the config of its checkpoint ("
                           + "; ".join(differing[:5]) + (f"; {len(differing) - 5} more" if len(differing) > 5 else "")
@@ -193,9 +214,13 @@ def checkpoint_bytes(cfg: DictConfig, collector: Collector, module: EMDQNModule)
     parts = {"replay": collector.replay.nbytes() * filled / capacity if cfg.checkpoint.save_replay else 0.0,
              "networks and optimizer": 4.0 * network_bytes, "weights file": network_bytes}
     if collector.memory is not None:
-        entries = min(int(cfg.memory.capacity) * collector.envs.num_actions, int(cfg.agent.total_steps))
-        parts["memory"] = entries * (4 * int(cfg.memory.key_dim) + 32)
+        parts["memory"] = memory_entries(cfg, collector) * (4 * int(cfg.memory.key_dim) + 32)
     return parts
+
+
+def memory_entries(cfg: DictConfig, collector: Collector) -> int:
+    """The most entries the memory can hold in this run: its capacity, or one per env step."""
+    return min(int(cfg.memory.capacity) * collector.envs.num_actions, int(cfg.agent.total_steps))
 
 
 def check_storage(cfg: DictConfig, collector: Collector, module: EMDQNModule, run_dir: Path) -> None:
@@ -204,8 +229,7 @@ def check_storage(cfg: DictConfig, collector: Collector, module: EMDQNModule, ru
     replay_bytes = collector.replay.nbytes()
     lines = [f"replay buffer {format_bytes(replay_bytes)} of RAM when full"]
     if collector.memory is not None:
-        entries = min(int(cfg.memory.capacity) * collector.envs.num_actions, int(cfg.agent.total_steps))
-        lines.append(f"episodic memory up to {format_bytes(entries * 64)}")
+        lines.append(f"episodic memory up to {format_bytes(memory_entries(cfg, collector) * 64)}")
     parts = checkpoint_bytes(cfg, collector, module)
     total = sum(parts.values())
     lines.append(f"this run's checkpoint up to {format_bytes(total)} on disk ("
@@ -271,12 +295,8 @@ def continue_requeued_run(run_path: Path, cfg: DictConfig) -> bool:
     checkpoint (its files are removed, the run starts again). Another run's folder is refused."""
     saved = read_run_config(run_path / CONFIG_FILE)
     mine = cfg.copy()
-    with open_dict(mine):
-        weights = resolve_memory_weights(mine.memory)
-        mine.memory["lambda"], mine.memory.beta = weights.lam, weights.beta
-    before, now = flat_items(experiment_settings(saved)), flat_items(experiment_settings(mine))
-    differing = [f"{key}: {before.get(key)!r} there, {now.get(key)!r} here" for key in sorted(set(before) | set(now))
-                 if before.get(key) != now.get(key)]
+    apply_memory_weights(mine)
+    differing = experiment_differences(saved, mine, "there", "here")
     if differing:
         raise ConfigError(f"run folder {run_path} holds another run (" + "; ".join(differing[:3]) + "); a requeued "
                           "job continues only its own run")
@@ -320,9 +340,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequenc
         run_path = Path(run_dir or hydra_dir or "outputs/run")
     validate(cfg)
     quiet_third_party_output()
-    weights = resolve_memory_weights(cfg.memory)
-    with open_dict(cfg):  # config.yaml and --cfg show the values used
-        cfg.memory["lambda"], cfg.memory.beta = weights.lam, weights.beta
+    weights = apply_memory_weights(cfg)
     if not resume_dir:  # shown when the run started; a resume has no preset on its command to judge by
         for message in budget_warnings(cfg, overrides or ()):
             log.warning("%s", message)
@@ -334,8 +352,8 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequenc
     collector = Collector.from_config(cfg, control)
     module = EMDQNModule(cfg, collector.envs.observation_shape, collector.envs.num_actions, weights)
     collector.set_policy(module.q_network)
-    collector.progress.plan_evaluations(EvaluationPlan(
-        int(cfg.agent.total_steps), int(cfg.eval.every_steps or 0), int(cfg.eval.episodes)))
+    evaluation_plan = EvaluationPlan(int(cfg.agent.total_steps), int(cfg.eval.every_steps or 0), int(cfg.eval.episodes))
+    collector.progress.plan_evaluations(evaluation_plan)
     check_storage(cfg, collector, module, run_path)
     prepare_run_dir(run_path, resuming=state is not None)
     if state is not None:
@@ -367,7 +385,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequenc
         accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, precision=cfg.trainer.precision,
         max_epochs=1, logger=loggers or False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(run_path),
-        callbacks=[EarlyEnvStep(collector), PeriodicWork(cfg, run_path, collector, control)],
+        callbacks=[EarlyEnvStep(collector), PeriodicWork(cfg, run_path, collector, control, evaluation_plan)],
     )
     result = math.nan
     stopped_line = None
@@ -444,8 +462,10 @@ def video_options(cfg: DictConfig, run_dir: Path, step: int) -> dict[str, Any]:
 class PeriodicWork(pl.Callback):
     """Checkpoints and evaluations every N env steps (``checkpoint.every_steps``, ``eval.every_steps``)."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, collector: Collector, control: RunControl):
+    def __init__(self, cfg: DictConfig, run_dir: Path, collector: Collector, control: RunControl,
+                 evaluation_plan: EvaluationPlan):
         self.cfg, self.run_dir, self.collector, self.control = cfg, run_dir, collector, control
+        self.evaluation_plan = evaluation_plan  # told how long each evaluation took, for the ETA
         self.checkpoints = Cadence(int(cfg.checkpoint.every_steps or 0))
         self.evaluations = Cadence(int(cfg.eval.every_steps or 0) if cfg.eval.episodes else 0)
 
@@ -465,8 +485,7 @@ class PeriodicWork(pl.Callback):
             returns = evaluate(module.q_network, self.cfg.env, self.cfg.eval.episodes, self.cfg.eval.epsilon,
                                seed=self.cfg.seed + 10_000 + step, report=log.info,
                                label=f"evaluation at env step {step:,}", **video_options(self.cfg, self.run_dir, step))
-            if self.collector.progress.evaluations is not None:
-                self.collector.progress.evaluations.measured(time.perf_counter() - start)
+            self.evaluation_plan.measured(time.perf_counter() - start)
             mean = float(np.mean(returns))
             log_metrics(trainer.loggers, {"eval/episodic_return": mean, "eval/episodic_return_std": float(np.std(returns))},
                         step)
