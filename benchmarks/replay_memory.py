@@ -37,7 +37,7 @@ def main() -> None:
         obs = next_obs if not (terminated or truncated) else env.reset()[0]
     fill_seconds = time.perf_counter() - start
     batch = buffer.sample(32)
-    assert batch["obs"].shape == (32, 4, 84, 84)
+    assert batch.obs.shape == (32, 4, 84, 84)
     per_transition = buffer.nbytes() / buffer.capacity
     stacked = 2 * 4 * 84 * 84  # obs and next_obs stored as stacks
     print(f"filled {buffer.capacity:,} slots from Pong in {fill_seconds:.0f}s; sampleable transitions {len(buffer):,}")

@@ -51,7 +51,7 @@ MANIFEST_FILE = "manifest.json"
 STATE_PATTERN = "state_*.ckpt"
 WEIGHTS_PATTERN = "weights_*.pt"
 BEST_WEIGHTS_FILE = "weights_best.pt"  # eval.keep_best: kept beside the newest weights
-FORMAT_VERSION = 5  # 5: a manifest naming every file with its hash
+FORMAT_VERSION = 6  # 6: each part's own state (learner, collector with its memory feed); 5: the manifest
 EARLIER_LAYOUT = ("last.ckpt", "last.json")  # formats 3-4: resumed by the emdqn version that wrote them
 
 
@@ -190,10 +190,10 @@ def _free_name(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def save_checkpoint(run_dir: str | os.PathLike, module: Any, collector: Any, save_replay: bool = True,
+def save_checkpoint(run_dir: str | os.PathLike, learner: Any, collector: Any, save_replay: bool = True,
                     config: dict[str, Any] | None = None) -> Path:
-    """Write a resumable checkpoint of the run (the module's and the collector's state, and
-    ``config``, the run's resolved config); returns its manifest's path."""
+    """Write a resumable checkpoint of the run (the state the learner and the collector give,
+    and ``config``, the run's resolved config); returns its manifest's path."""
     directory = Path(run_dir) / CHECKPOINT_DIR
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -204,7 +204,7 @@ def save_checkpoint(run_dir: str | os.PathLike, module: Any, collector: Any, sav
     step = collector.env_steps
     replay_index = replay_meta = None
     if save_replay:
-        replay_state = collector.replay.state_dict()
+        replay_state = collector.replay_state()
         plan = ReplayFilesPlan(directory, step, replay_state, previous.get("replay") if previous else None)
         with reporting("Saving the replay buffer's changed part", plan.bytes_to_write):
             replay_index = plan.write(lambda path, write: _atomic_write(path, write).as_json())
@@ -212,14 +212,13 @@ def save_checkpoint(run_dir: str | os.PathLike, module: Any, collector: Any, sav
     state = {
         "format": FORMAT_VERSION,
         "env_steps": step,
-        "module": module.training_state(),
+        "learner": learner.state_dict(),
         "collector": collector.state_dict(),
         "replay_meta": replay_meta,
         "torch_rng": torch.get_rng_state(),
     }
     weights_name = _free_name(f"weights_{step}.pt", taken)
-    weights = _atomic_torch_save({name: tensor.detach().cpu() for name, tensor in module.q_network.state_dict().items()},
-                                 directory / weights_name)
+    weights = _atomic_torch_save(learner.online_weights(), directory / weights_name)
     state_name = _free_name(f"state_{step}.ckpt", taken)
     state_digest = _atomic_torch_save(state, directory / state_name)
     manifest = {"written_by": "emdqn", "format": FORMAT_VERSION, "env_steps": step,
@@ -275,23 +274,23 @@ def load_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
     except Exception as error:
         raise CheckpointError(f"checkpoint {state_path} is unreadable ({type(error).__name__}: {error})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION or "module" not in state:
+    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION or "learner" not in state:
         raise CheckpointError(f"checkpoint {state_path} does not hold an emdqn state of format {FORMAT_VERSION}")
     state.update(path=state_path, manifest=manifest, replay_index=manifest.get("replay"))
     return state
 
 
-def restore(state: dict[str, Any], module: Any, collector: Any) -> None:
-    """Load a checkpoint into a freshly built module and collector (the optimizer follows at fit start)."""
+def restore(state: dict[str, Any], learner: Any, collector: Any) -> None:
+    """Load a checkpoint into a freshly built learner and collector."""
     path = state["path"]
     try:
-        module.load_training_state(state["module"])
+        learner.load_state_dict(state["learner"])
     except (RuntimeError, KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"checkpoint {path} does not fit this model: {error}") from None
     arrays = saved_replay(state)
     if arrays is not None:
         try:
-            collector.replay.load_state_dict({"arrays": arrays, **state["replay_meta"]})
+            collector.load_replay_state({"arrays": arrays, **state["replay_meta"]})
         except (ValueError, KeyError) as error:
             raise CheckpointError(f"the replay of checkpoint {path} does not fit this run: {error}") from None
     # After the replay: games that cannot be restored close their episodes in it.

@@ -7,10 +7,11 @@
 
 Each env step: epsilon-greedy actions for every env (one batched forward pass when some
 env acts greedily), the envs step, every transition goes to the replay buffer with the
-memory key of the observation it was taken from, and an episode that *terminated* is
-written to the episodic memory, walking backwards (a cut-off episode is not written: its
-returns lack the rewards after the cut). Env steps are the clock of the epsilon schedule,
-the updates, the logs and the budget.
+memory key of the observation it was taken from, and the memory feed
+(:mod:`emdqn.memory_feed`) sees the step (it writes an episode that terminated). A sampled
+batch carries H(s, a) and the hit mask from the feed. With ``memory=none`` the feed is
+:class:`~emdqn.memory_feed.NoMemory`: the same loop, nothing kept. Env steps are the clock
+of the epsilon schedule, the updates, the logs and the budget.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ import numpy as np
 import torch
 
 from emdqn.cadence import Cadence, crossings
-from emdqn.memory import EpisodicMemory
+from emdqn.memory_feed import EpisodicFeed, NoMemory, build_memory_feed
 from emdqn.metrics import ProgressReporter, log_metrics
-from emdqn.replay import MultiEnvReplay
+from emdqn.replay import MultiEnvReplay, ReplaySample
 from emdqn.schedules import PiecewiseLinearSchedule
 from emdqn.update import Batch
 from emdqn.vector import make_envs
@@ -57,12 +58,11 @@ def greedy_actions(network: torch.nn.Module, obs: np.ndarray) -> np.ndarray:
 class Collector:
     """Plays the envs with a policy, feeds the replay buffer and the episodic memory."""
 
-    def __init__(self, envs: Any, replay: MultiEnvReplay, memory: EpisodicMemory | None, *, schedule: Any,
+    def __init__(self, envs: Any, replay: MultiEnvReplay, memory_feed: EpisodicFeed | NoMemory, *, schedule: Any,
                  batch_size: int, train_freq: int, learning_starts: int, total_steps: int, gamma: float,
                  n_step: int = 1, seed: int = 0, frames_per_step: int = 1, log_every: int = 1000,
-                 hit_rate_window: int = 100, progress_every_seconds: float = 10.0,
-                 control: RunControl | None = None):
-        self.envs, self.replay, self.memory = envs, replay, memory
+                 progress_every_seconds: float = 10.0, control: RunControl | None = None):
+        self.envs, self.replay, self.memory_feed = envs, replay, memory_feed
         self.num_envs = envs.num_envs
         self.epsilon = PiecewiseLinearSchedule(schedule)
         self.batch_size, self.train_freq, self.n_step, self.gamma = batch_size, train_freq, n_step, gamma
@@ -78,10 +78,6 @@ class Collector:
         self.env_steps = 0
         self.episodes = 0
         self.recent_returns: deque[float] = deque(maxlen=100)
-        self.episode_keys: list[list[np.ndarray]] = [[] for _ in range(self.num_envs)]
-        self.episode_actions: list[list[int]] = [[] for _ in range(self.num_envs)]
-        self.episode_rewards: list[list[float]] = [[] for _ in range(self.num_envs)]
-        self.hit_window: deque[tuple[int, int, float, int]] = deque(maxlen=hit_rate_window)
         self.learning_resumes_at = 0
         # A step whose actions were sent but not yet received: (obs, actions, memory keys).
         self.step_in_flight: tuple[np.ndarray, np.ndarray, Any] | None = None
@@ -92,22 +88,18 @@ class Collector:
     @classmethod
     def from_config(cls, cfg: Any, control: RunControl | None = None) -> "Collector":
         envs = make_envs(cfg.env, seed=cfg.seed)
-        memory_cfg, agent = cfg.memory, cfg.agent
-        memory = None
-        if memory_cfg.enabled:
-            memory = EpisodicMemory(envs.num_actions, envs.observation_shape, key_dim=memory_cfg.key_dim,
-                                    capacity=memory_cfg.capacity, match=memory_cfg.match, k=memory_cfg.k,
-                                    seed=memory_cfg.seed, tolerance=memory_cfg.tolerance)
+        agent = cfg.agent
+        memory_feed = build_memory_feed(cfg.memory, envs.num_envs, envs.num_actions, envs.observation_shape,
+                                   float(agent.gamma))
         # Atari observations are stacks of frames stored once; MinAtar frames carry motion trails.
         frame_stack = cfg.env.frame_stack if cfg.env.kind == "atari" else 1
         replay = MultiEnvReplay(envs.num_envs, cfg.buffer.capacity, envs.observation_shape, frame_stack=frame_stack,
-                                obs_dtype=envs.observation_dtype, key_dim=memory_cfg.key_dim if memory is not None else 0,
-                                seed=cfg.seed)
-        return cls(envs, replay, memory, schedule=agent.exploration.schedule, batch_size=int(agent.batch_size),
+                                obs_dtype=envs.observation_dtype, key_dim=memory_feed.key_dim, seed=cfg.seed)
+        return cls(envs, replay, memory_feed, schedule=agent.exploration.schedule, batch_size=int(agent.batch_size),
                    train_freq=int(agent.train_freq), learning_starts=int(agent.learning_starts),
                    total_steps=int(agent.total_steps), gamma=float(agent.gamma), n_step=int(agent.n_step),
                    seed=cfg.seed, frames_per_step=cfg.env.frame_skip if cfg.env.kind == "atari" else 1,
-                   log_every=int(cfg.trainer.log_every_steps), hit_rate_window=int(memory_cfg.hit_rate_window),
+                   log_every=int(cfg.trainer.log_every_steps),
                    progress_every_seconds=cfg.trainer.progress_every_seconds, control=control)
 
     def set_policy(self, network: torch.nn.Module) -> None:
@@ -142,7 +134,7 @@ class Collector:
         actions = self._choose_actions(obs)
         self.envs.send(actions)
         # Projected while the envs step (ale-py's threads emulate the games meanwhile).
-        keys = self.memory.project(obs) if self.memory is not None else [None] * self.num_envs
+        keys = self.memory_feed.keys(obs)
         self.step_in_flight = (obs, actions, keys)
 
     def start_next_step_early(self) -> None:
@@ -160,34 +152,12 @@ class Collector:
         step = self.envs.recv()
         self.step_in_flight = None
         for index in range(self.num_envs):
-            action, reward = int(actions[index]), float(step.rewards[index])
-            self.replay.add(index, obs[index], action, reward, step.next_obs[index], step.terminated[index],
-                            step.truncated[index], keys[index])
-            if self.memory is not None:
-                self.episode_keys[index].append(keys[index])
-                self.episode_actions[index].append(action)
-                self.episode_rewards[index].append(reward)
-                if step.terminated[index]:
-                    self._write_episode(index)
-                elif step.truncated[index]:
-                    self._discard_episode(index)
+            self.replay.add(index, obs[index], int(actions[index]), float(step.rewards[index]), step.next_obs[index],
+                            step.terminated[index], step.truncated[index], keys[index])
+        self.memory_feed.observe(keys, actions, step.rewards, step.terminated, step.truncated)
         self.env_steps += self.num_envs
         for _, episodic_return, length in step.finished_games:
             self._log_game(episodic_return, length)
-
-    def _write_episode(self, env_index: int) -> None:
-        """Write env ``env_index``'s terminated episode to the memory, walking backwards."""
-        if self.episode_keys[env_index]:
-            self.memory.add_episode(np.stack(self.episode_keys[env_index]),
-                                    np.asarray(self.episode_actions[env_index], dtype=np.int64),
-                                    np.asarray(self.episode_rewards[env_index]), self.gamma)
-        self._discard_episode(env_index)
-
-    def _discard_episode(self, env_index: int) -> None:
-        """Forget an episode in progress unwritten (cut off by a time limit or a restart):
-        its returns lack the rewards after the cut, and the max-update would keep a wrong
-        value forever."""
-        self.episode_keys[env_index], self.episode_actions[env_index], self.episode_rewards[env_index] = [], [], []
 
     def _log_game(self, episodic_return: float, length: int) -> None:
         self.episodes += 1
@@ -198,18 +168,13 @@ class Collector:
     # ------------------------------------------------------------------ batches
     def sample_batch(self) -> Batch:
         """A replay batch with H(s, a) and the hit mask of each sample."""
-        batch = self.replay.sample(self.batch_size, self.n_step, self.gamma)
-        if self.memory is not None:
-            memory_values, found, visits = self.memory.lookup(batch["keys"], batch["actions"], with_visits=True)
-            hits = int(found.sum())
-            self.hit_window.append((hits, len(found), float(memory_values[found].sum()),
-                                    int(np.count_nonzero(visits > 1))))
-        else:
-            memory_values = np.zeros(len(batch["actions"]), dtype=np.float32)
-            found = np.zeros(len(batch["actions"]), dtype=bool)
-        return Batch(*(torch.from_numpy(batch[name]) for name in ("obs", "actions", "rewards", "next_obs",
-                                                                  "terminated", "discounts")),
-                     torch.from_numpy(memory_values), torch.from_numpy(found), self.env_steps)
+        sample: ReplaySample = self.replay.sample(self.batch_size, self.n_step, self.gamma)
+        memory_values, found = self.memory_feed.values(sample.keys, sample.actions)
+        return Batch(obs=torch.from_numpy(sample.obs), actions=torch.from_numpy(sample.actions),
+                     rewards=torch.from_numpy(sample.rewards), next_obs=torch.from_numpy(sample.next_obs),
+                     terminated=torch.from_numpy(sample.terminated), discounts=torch.from_numpy(sample.discounts),
+                     memory_values=torch.from_numpy(memory_values), memory_found=torch.from_numpy(found),
+                     env_step=self.env_steps)
 
     def _may_play(self) -> bool:
         control = self.control
@@ -243,45 +208,43 @@ class Collector:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """Counters, RNG, the episodes in progress, the envs and the memory (the replay is saved apart)."""
+        """Counters, RNG, the envs and the memory feed (the replay is saved apart: :meth:`replay_state`)."""
         return {
             "env_steps": self.env_steps, "episodes": self.episodes, "recent_returns": list(self.recent_returns),
-            "episode_keys": list(self.episode_keys), "episode_actions": list(self.episode_actions),
-            "episode_rewards": list(self.episode_rewards),
             # A step in flight is not in this state (nothing of it is stored yet): the RNG as before it.
             "rng": self._rng_before_step if self.step_in_flight is not None else self.rng.bit_generator.state,
-            "hit_window": list(self.hit_window), "last_log_step": self.log_cadence.last,
+            "last_log_step": self.log_cadence.last,
             "env": self.envs.state(),
-            "memory": self.memory.state_dict() if self.memory is not None else None,
+            "memory": self.memory_feed.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` (the replay buffer must be restored first: the episodes
-        of envs that cannot be restored are closed in it)."""
+        """Restore :meth:`state_dict` (after :meth:`load_replay_state`: the episodes of envs that
+        cannot be restored are closed in the replay)."""
         self.env_steps, self.episodes = int(state["env_steps"]), int(state["episodes"])
         self.recent_returns.extend(state["recent_returns"])
-        self.episode_keys = list(state["episode_keys"])
-        self.episode_actions = list(state["episode_actions"])
-        self.episode_rewards = list(state["episode_rewards"])
         self.rng.bit_generator.state = state["rng"]
-        self.hit_window.extend(tuple(row) for row in state["hit_window"])
-        self.log_cadence.last = int(state.get("last_log_step", self.env_steps))
+        self.log_cadence.last = int(state["last_log_step"])
         self._interval_start = (time.perf_counter(), self.env_steps)
-        if self.memory is not None:
-            if state["memory"] is None:
-                raise ValueError("the saved state has no episodic memory but this run uses memory=kdtree")
-            self.memory.load_state_dict(state["memory"])
+        self.memory_feed.load_state_dict(state["memory"])
         if state["env"] is not None:
             self.envs.load_state(state["env"])
         else:  # the games in progress cannot be restored (ale-py's vector env): new ones start
             self._start_new_episodes()
+
+    def replay_state(self) -> dict[str, Any]:
+        """The replay buffer's state: large arrays under ``arrays``, saved in files of their own."""
+        return self.replay.state_dict()
+
+    def load_replay_state(self, state: dict[str, Any]) -> None:
+        self.replay.load_state_dict(state)
 
     def _start_new_episodes(self) -> None:
         """After a resume without the envs' state: new games start, the old episodes end here, unwritten."""
         self.envs.observations = None
         for index in range(self.num_envs):
             self.replay.end_episode(index)
-            self._discard_episode(index)
+        self.memory_feed.end_episodes()
 
     def replay_not_restored(self) -> None:
         """After a resume without the replay file: refill before learning goes on (the
@@ -294,24 +257,16 @@ class Collector:
 
     def _report_progress(self, force: bool = False) -> None:
         self.progress.maybe_report(self.env_steps, self.epsilon(self.env_steps), self.recent_return(),
-                                   len(self.memory) if self.memory is not None else None, force=force)
+                                   self.memory_feed.size(), force=force)
 
     def interval_metrics(self) -> dict[str, float]:
         """Metrics of the loop since the previous call (SPS, epsilon, memory statistics)."""
         now = time.perf_counter()
         start_time, start_step = self._interval_start
         self._interval_start = (now, self.env_steps)
-        metrics = {
+        return {
             "charts/epsilon": self.epsilon(self.env_steps),
             "charts/SPS": (self.env_steps - start_step) / max(now - start_time, 1e-9),
             "charts/frames": self.env_steps * self.frames_per_step,
+            **self.memory_feed.metrics(),
         }
-        if self.memory is not None:
-            hits, total, value_sum, revisits = (sum(column) for column in zip(*self.hit_window)) \
-                if self.hit_window else (0, 0, 0.0, 0)
-            metrics["memory/hit_rate"] = hits / total if total else 0.0
-            metrics["memory/h_mean"] = value_sum / hits if hits else 0.0
-            metrics["memory/revisit_share"] = revisits / hits if hits else 0.0
-            metrics["memory/size"] = len(self.memory)
-            metrics["memory/rebuild_seconds"] = self.memory.rebuild_seconds
-        return metrics

@@ -14,9 +14,23 @@ the episode's first frame the stack repeats that first frame, exactly as
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
+
+
+class ReplaySample(NamedTuple):
+    """A uniform batch of transitions as numpy arrays (one row per sampled transition)."""
+
+    obs: np.ndarray
+    actions: np.ndarray       # int64
+    rewards: np.ndarray       # discounted sum of the (up to n) rewards
+    next_obs: np.ndarray
+    terminated: np.ndarray    # the episode terminated within the window
+    truncated: np.ndarray     # it was cut off at the window's end
+    discounts: np.ndarray     # gamma^k for the k rewards summed
+    keys: np.ndarray          # the memory key of ``obs`` (width 0 without a memory)
+    slots: np.ndarray         # where each row lies in its buffer
 
 
 class ReplayBuffer:
@@ -121,8 +135,8 @@ class ReplayBuffer:
         back = np.minimum(offsets[None, :], self.episode_pos[slots][:, None])
         return self.frames[(slots[:, None] - back) % self.capacity]
 
-    def sample(self, batch_size: int, n_step: int = 1, gamma: float = 0.99) -> dict[str, np.ndarray]:
-        """A uniform batch of valid transitions as numpy arrays.
+    def sample(self, batch_size: int, n_step: int = 1, gamma: float = 0.99) -> ReplaySample:
+        """A uniform batch of valid transitions.
 
         With ``n_step > 1`` each row is the n-step transition from the sampled state:
         ``rewards`` the discounted sum of up to ``n_step`` rewards, ``next_obs`` the state
@@ -146,17 +160,10 @@ class ReplayBuffer:
             last, rewards, steps = slots, self.rewards[slots], np.ones(batch_size, dtype=np.int64)
         else:
             last, rewards, steps = self._n_step_window(slots, n_step, gamma)
-        return {
-            "obs": self.stacks(slots),
-            "actions": self.actions[slots].astype(np.int64),
-            "rewards": rewards,
-            "next_obs": self.stacks((last + 1) % self.capacity),
-            "terminated": self.terminated[last],
-            "truncated": self.truncated[last],
-            "discounts": (gamma ** steps).astype(np.float32),
-            "keys": self.keys[slots],
-            "slots": slots,
-        }
+        return ReplaySample(obs=self.stacks(slots), actions=self.actions[slots].astype(np.int64), rewards=rewards,
+                            next_obs=self.stacks((last + 1) % self.capacity), terminated=self.terminated[last],
+                            truncated=self.truncated[last], discounts=(gamma ** steps).astype(np.float32),
+                            keys=self.keys[slots], slots=slots)
 
     def _n_step_window(self, slots: np.ndarray, n_step: int, gamma: float
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -239,7 +246,7 @@ class MultiEnvReplay:
         """Abandon env ``env_index``'s episode in progress (its game was restarted)."""
         self.streams[env_index].current = -1
 
-    def sample(self, batch_size: int, n_step: int = 1, gamma: float = 0.99) -> dict[str, np.ndarray]:
+    def sample(self, batch_size: int, n_step: int = 1, gamma: float = 0.99) -> ReplaySample:
         if len(self.streams) == 1:
             return self.streams[0].sample(batch_size, n_step, gamma)
         held = np.array([min(stream.num_transitions, stream.capacity) for stream in self.streams], dtype=np.float64)
@@ -247,7 +254,7 @@ class MultiEnvReplay:
             raise ValueError("cannot sample from an empty replay buffer")
         counts = self.rng.multinomial(batch_size, held / held.sum())
         parts = [stream.sample(int(count), n_step, gamma) for stream, count in zip(self.streams, counts) if count]
-        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+        return ReplaySample(*(np.concatenate(fields) for fields in zip(*parts)))
 
     def __len__(self) -> int:
         return sum(len(stream) for stream in self.streams)

@@ -28,6 +28,7 @@ from emdqn.data import EarlyEnvStep, EMDQNDataModule
 from emdqn.evaluate import evaluate
 from emdqn.loggers import MetricsCSVLogger, build_wandb_logger, finish_wandb, run_name
 from emdqn.metrics import EvaluationPlan, log_metrics
+from emdqn.learner import Learner
 from emdqn.module import EMDQNModule
 
 log = logging.getLogger("emdqn")
@@ -204,16 +205,16 @@ def format_bytes(count: float) -> str:
     return f"{count:.1f} TB"
 
 
-def checkpoint_bytes(cfg: DictConfig, collector: Collector, module: EMDQNModule) -> dict[str, float]:
+def checkpoint_bytes(cfg: DictConfig, collector: Collector, learner: Learner) -> dict[str, float]:
     """What the last checkpoint of this run will take, by part: the replay's filled slots
     (at most the run's env steps), the online and target networks with Adam's two moments, and
     the memory's entries (at most one per env step)."""
-    network_bytes = float(sum(p.numel() * p.element_size() for p in module.q_network.parameters()))
+    network_bytes = float(learner.parameter_bytes())
     capacity = int(cfg.buffer.capacity)
     filled = min(int(cfg.agent.total_steps) + collector.envs.num_envs, capacity)
     parts = {"replay": collector.replay.nbytes() * filled / capacity if cfg.checkpoint.save_replay else 0.0,
              "networks and optimizer": 4.0 * network_bytes, "weights file": network_bytes}
-    if collector.memory is not None:
+    if cfg.memory.enabled:
         parts["memory"] = memory_entries(cfg, collector) * (4 * int(cfg.memory.key_dim) + 32)
     return parts
 
@@ -223,14 +224,14 @@ def memory_entries(cfg: DictConfig, collector: Collector) -> int:
     return min(int(cfg.memory.capacity) * collector.envs.num_actions, int(cfg.agent.total_steps))
 
 
-def check_storage(cfg: DictConfig, collector: Collector, module: EMDQNModule, run_dir: Path) -> None:
+def check_storage(cfg: DictConfig, collector: Collector, learner: Learner, run_dir: Path) -> None:
     """Say what the buffer, the memory and this run's checkpoint will take; refuse a disk that
     cannot hold the checkpoint."""
     replay_bytes = collector.replay.nbytes()
     lines = [f"replay buffer {format_bytes(replay_bytes)} of RAM when full"]
-    if collector.memory is not None:
+    if cfg.memory.enabled:
         lines.append(f"episodic memory up to {format_bytes(memory_entries(cfg, collector) * 64)}")
-    parts = checkpoint_bytes(cfg, collector, module)
+    parts = checkpoint_bytes(cfg, collector, learner)
     total = sum(parts.values())
     lines.append(f"this run's checkpoint up to {format_bytes(total)} on disk ("
                  + ", ".join(f"{name} {format_bytes(size)}" for name, size in parts.items() if size) + ")")
@@ -350,21 +351,22 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequenc
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     control = RunControl()
     collector = Collector.from_config(cfg, control)
-    module = EMDQNModule(cfg, collector.envs.observation_shape, collector.envs.num_actions, weights)
-    collector.set_policy(module.q_network)
+    learner = Learner.from_config(cfg, collector.envs.observation_shape, collector.envs.num_actions, weights)
+    module = EMDQNModule(learner)
+    collector.set_policy(learner.q_network)
     evaluation_plan = EvaluationPlan(int(cfg.agent.total_steps), int(cfg.eval.every_steps or 0), int(cfg.eval.episodes))
     collector.progress.plan_evaluations(evaluation_plan)
-    check_storage(cfg, collector, module, run_path)
+    check_storage(cfg, collector, learner, run_path)
     prepare_run_dir(run_path, resuming=state is not None)
     if state is not None:
-        restore(state, module, collector)
+        restore(state, learner, collector)
         log.info("Resumed %s at env step %s", run_path, f"{collector.env_steps:,}")
     save_config(cfg, run_path)  # after the checks: a refused resume leaves the run's config as it was
     if state is not None and state["manifest"].get("config") is not None and \
             experiment_settings(state["manifest"]["config"]) != experiment_settings(cfg):
         # An accepted change: the checkpoint takes the new config at once, so config.yaml and
         # the checkpoint agree from here on.
-        save_checkpoint(run_path, module, collector, cfg.checkpoint.save_replay, plain_config(cfg))
+        save_checkpoint(run_path, learner, collector, cfg.checkpoint.save_replay, plain_config(cfg))
     if before_fit is not None:
         before_fit(module, collector)
 
@@ -396,7 +398,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequenc
             except SIGTERMException:
                 control.stop_requested = True
         if control.stop_requested:
-            path = save_checkpoint(run_path, module, collector, cfg.checkpoint.save_replay, plain_config(cfg))
+            path = save_checkpoint(run_path, learner, collector, cfg.checkpoint.save_replay, plain_config(cfg))
             stopped_line = (f"Stopped at env step {collector.env_steps:,}; checkpoint {path}. "
                             f"Continue with: python train.py resume={run_path}")
             stop_signals.hand_over()
@@ -404,8 +406,8 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequenc
         module.log_remaining_losses()
         # The episodes in progress stay in the checkpoint, unwritten: a run resumed with a
         # larger budget finishes them and writes them whole.
-        save_checkpoint(run_path, module, collector, cfg.checkpoint.save_replay, plain_config(cfg))
-        result = final_evaluation(cfg, run_path, module, collector, loggers)
+        save_checkpoint(run_path, learner, collector, cfg.checkpoint.save_replay, plain_config(cfg))
+        result = final_evaluation(cfg, run_path, learner, collector, loggers)
     finally:
         for logger in loggers:
             logger.finalize("success")
@@ -416,7 +418,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: Sequenc
     return result
 
 
-def final_evaluation(cfg: DictConfig, run_dir: Path, module: EMDQNModule, collector: Collector,
+def final_evaluation(cfg: DictConfig, run_dir: Path, learner: Learner, collector: Collector,
                      loggers: list[Any]) -> float:
     """Greedy evaluation after training; falls back to the recent training return.
 
@@ -424,14 +426,14 @@ def final_evaluation(cfg: DictConfig, run_dir: Path, module: EMDQNModule, collec
     best in the periodic evaluations (saved as ``checkpoints/weights_best.pt``).
     """
     if cfg.eval.episodes > 0:
-        if cfg.eval.get("keep_best") and module.best_network is not None:
-            path = save_best_weights(run_dir, module.best_network)
-            module.q_network.load_state_dict(module.best_network)
+        if cfg.eval.get("keep_best") and learner.best_network is not None:
+            path = save_best_weights(run_dir, learner.best_network)
+            learner.q_network.load_state_dict(learner.best_network)
             log.info("Evaluating the best network: env step %s (periodic evaluation return %.2f), saved as %s",
-                     f"{module.best_step:,}", module.best_return, path)
-            log_metrics(loggers, {"eval/best_step": module.best_step}, collector.env_steps)
+                     f"{learner.best_step:,}", learner.best_return, path)
+            log_metrics(loggers, {"eval/best_step": learner.best_step}, collector.env_steps)
         start = time.perf_counter()
-        returns = evaluate(module.q_network, cfg.env, cfg.eval.episodes, cfg.eval.epsilon, seed=cfg.seed + 10_000,
+        returns = evaluate(learner.q_network, cfg.env, cfg.eval.episodes, cfg.eval.epsilon, seed=cfg.seed + 10_000,
                            report=log.info, label="final evaluation", **video_options(cfg, run_dir, collector.env_steps))
         mean = float(np.mean(returns))
         log_metrics(loggers, {"eval/episodic_return": mean, "eval/episodic_return_std": float(np.std(returns))},
@@ -476,7 +478,7 @@ class PeriodicWork(pl.Callback):
                            batch_idx: int) -> None:
         step = self.collector.env_steps
         if self.checkpoints.due(step):
-            path = save_checkpoint(self.run_dir, module, self.collector, self.cfg.checkpoint.save_replay,
+            path = save_checkpoint(self.run_dir, module.learner, self.collector, self.cfg.checkpoint.save_replay,
                                    plain_config(self.cfg))
             flush(trainer.loggers)  # the metrics file holds every row up to the checkpoint
             log.info("Checkpoint at env step %s: %s", f"{step:,}", path)
@@ -491,7 +493,7 @@ class PeriodicWork(pl.Callback):
                         step)
             flush(trainer.loggers)  # an evaluation is on disk as soon as it is played
             if self.cfg.eval.get("keep_best"):
-                module.remember_if_best(mean, step)
+                module.learner.remember_if_best(mean, step)
             target = self.cfg.eval.get("stop_at_return")
             if target is not None and mean >= target:
                 log.info("Evaluation return %.2f reached eval.stop_at_return=%s at env step %s: done",

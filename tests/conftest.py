@@ -35,20 +35,20 @@ def run_train(args, cwd, timeout=600, check=True, extra_env=None):
 
 
 def small_parts():
-    """A collector and a module of a tiny CartPole run, built as train() builds them."""
+    """A collector and a learner of a tiny CartPole run, built as train() builds them."""
     from emdqn.collector import Collector
-    from emdqn.module import EMDQNModule
+    from emdqn.learner import Learner
 
     cfg = compose_config(["env=cartpole", "model=mlp", "buffer.capacity=100", "agent.learning_starts=32"])
     collector = Collector.from_config(cfg)
-    module = EMDQNModule(cfg, collector.envs.observation_shape, collector.envs.num_actions)
-    collector.set_policy(module.q_network)
-    return collector, module
+    learner = Learner.from_config(cfg, collector.envs.observation_shape, collector.envs.num_actions)
+    collector.set_policy(learner.q_network)
+    return collector, learner
 
 
 def optimizer_steps(state):
     """Adam's step count in a checkpoint: the gradient steps the run made."""
-    return int(next(iter(state["module"]["optimizer"]["state"].values()))["step"])
+    return int(next(iter(state["learner"]["optimizer"]["state"].values()))["step"])
 
 
 @pytest.fixture

@@ -43,10 +43,10 @@ def test_a_fixed_policy_gives_the_expected_replay_and_memory():
     assert stream.terminated[:8].tolist() == [False, False, True, False, False, False, True, False]
     starts = [int(np.argmax(stream.frames[slot])) for slot in range(8)]
     assert starts == [0, 4, 8, 12, 0, 4, 8, 12]  # one-hot states: start, down, down, the hole
-    keys, actions, values, _, visits = collector.memory.entries()
+    keys, actions, values, _, visits = collector.memory_feed.memory.entries()
     assert len(keys) == 3 and actions.tolist() == [DOWN] * 3 and values.tolist() == [0.0] * 3
     assert visits.tolist() == [2, 2, 2]  # each state-action visited once per episode
-    assert not any(collector.episode_keys)
+    assert not any(collector.memory_feed.episode_keys)
 
 
 def test_batches_come_once_per_train_freq_from_learning_starts_and_carry_the_memory_target():
@@ -63,7 +63,7 @@ def test_a_truncated_episode_is_not_written_to_the_memory():
     collector = greedy_collector(**{"+env.kwargs.max_episode_steps": 2})
     for _ in range(4):
         collector.play_step()
-    assert len(collector.memory) == 0  # both episodes were cut off after two steps
+    assert collector.memory_feed.size() == 0  # both episodes were cut off after two steps
 
 
 def test_crossings_and_cadence():

@@ -51,7 +51,7 @@ def test_the_direct_update_equals_lightnings_and_a_hook_override_brings_lightnin
     train(cfg.copy(), run_dir=tmp_path / "lightning", before_fit=count_hook_calls)
     states = [load_checkpoint(tmp_path / name) for name in ("direct", "lightning")]
     assert len(hook_calls) == optimizer_steps(states[1]) == optimizer_steps(states[0]) > 0
-    direct, lightning = (state["module"] for state in states)
+    direct, lightning = (state["learner"] for state in states)
     for name, tensor in direct["q_network"].items():
         assert torch.equal(tensor, lightning["q_network"][name]), name
     for index, state in direct["optimizer"]["state"].items():

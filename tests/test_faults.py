@@ -61,28 +61,28 @@ class FileOperations:
 
 
 def test_a_kill_at_any_point_of_a_save_leaves_the_previous_or_the_new_checkpoint(tmp_path, monkeypatch):
-    collector, module = small_parts()
+    collector, learner = small_parts()
     play(collector, 60)
-    save_checkpoint(tmp_path / "reference", module, collector)
+    save_checkpoint(tmp_path / "reference", learner, collector)
     counting = FileOperations(monkeypatch)
     play(collector, 30)
-    save_checkpoint(tmp_path / "reference", module, collector)
+    save_checkpoint(tmp_path / "reference", learner, collector)
     monkeypatch.undo()
     points = counting.points
     assert any(p.startswith("rename of manifest.json") for p in points) and len(points) > 10
 
-    collector, module = small_parts()
+    collector, learner = small_parts()
     play(collector, 60)
     outcomes = set()
     for kill_at in range(1, len(points) + 1):
         run_dir = tmp_path / f"kill{kill_at}"
-        save_checkpoint(run_dir, module, collector)
-        first = {name: tensor.clone() for name, tensor in module.q_network.state_dict().items()}
+        save_checkpoint(run_dir, learner, collector)
+        first = {name: tensor.clone() for name, tensor in learner.q_network.state_dict().items()}
         play(collector, 30)
         with monkeypatch.context() as patch:
             FileOperations(patch, kill_at)
             with pytest.raises(Killed):
-                save_checkpoint(run_dir, module, collector)
+                save_checkpoint(run_dir, learner, collector)
         state = load_checkpoint(run_dir)  # every file it names is checked here and below
         replay = saved_replay(state)
         after_commit = kill_at > points.index("rename of manifest.json") + 1
@@ -90,21 +90,21 @@ def test_a_kill_at_any_point_of_a_save_leaves_the_previous_or_the_new_checkpoint
             points[kill_at - 1]
         assert replay["env0_frames"].shape[0] > 0
         outcomes.add(state["env_steps"])
-        fresh_collector, fresh_module = small_parts()
-        restore(state, fresh_module, fresh_collector)
+        fresh_collector, fresh_learner = small_parts()
+        restore(state, fresh_learner, fresh_collector)
         if state["env_steps"] == 60:
-            for name, tensor in fresh_module.q_network.state_dict().items():
+            for name, tensor in fresh_learner.q_network.state_dict().items():
                 assert torch.equal(tensor, first[name])
         assert load_weights(run_dir)[1] == state["env_steps"]
-        collector, module = small_parts()
+        collector, learner = small_parts()
         play(collector, 60)
     assert outcomes == {60, 90}, "kills before the manifest's rename keep the old checkpoint, after it the new"
 
 
 def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    collector, module = small_parts()
+    collector, learner = small_parts()
     play(collector, 50)
-    save_checkpoint(tmp_path, module, collector)
+    save_checkpoint(tmp_path, learner, collector)
     play(collector, 20)
 
     def no_space(writer, data):
@@ -112,7 +112,7 @@ def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_previous_checkpoint
 
     monkeypatch.setattr(checkpoint._HashingWriter, "write", no_space)
     with pytest.raises(CheckpointError, match=r"could not write .*No space left on device.*previous checkpoint is kept"):
-        save_checkpoint(tmp_path, module, collector)
+        save_checkpoint(tmp_path, learner, collector)
     monkeypatch.undo()
     assert not list((tmp_path / "checkpoints").rglob("*.tmp")), "no half-written file is left behind"
     assert load_checkpoint(tmp_path)["env_steps"] == 50
@@ -256,8 +256,8 @@ def test_a_process_killed_inside_a_save_resumes_to_the_same_end_as_an_uninterrup
     run_train([f"resume={parted}"], cwd=tmp_path)
     resumed = load_checkpoint(parted)
     assert resumed["env_steps"] == whole["env_steps"] == 900
-    for name, tensor in whole["module"]["q_network"].items():
-        assert torch.equal(tensor, resumed["module"]["q_network"][name]), name
+    for name, tensor in whole["learner"]["q_network"].items():
+        assert torch.equal(tensor, resumed["learner"]["q_network"][name]), name
     np.testing.assert_array_equal(saved_replay(resumed)["env0_frames"], saved_replay(whole)["env0_frames"])
     assert metrics_without_clock(parted) == metrics_without_clock(tmp_path / "whole")
 

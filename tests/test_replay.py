@@ -62,7 +62,7 @@ def test_stacks_are_rebuilt_exactly_within_and_at_the_start_of_episodes():
     valid = all_valid_slots(buffer)
     assert len(valid) == 13
     batch = buffer.sample(256)
-    for obs, next_obs in zip(batch["obs"], batch["next_obs"]):
+    for obs, next_obs in zip(batch.obs, batch.next_obs):
         assert any((obs == o).all() and (next_obs == n).all() for o, n in expected.values())
 
 
@@ -89,11 +89,11 @@ def test_terminated_vs_truncated_flags_and_final_observation():
     player.reset()
     player.step(1, terminated=True)
     batch = buffer.sample(64)
-    truncated_rows = batch["truncated"]
-    assert truncated_rows.any() and batch["terminated"].any()
-    assert not (batch["truncated"] & batch["terminated"]).any()
+    truncated_rows = batch.truncated
+    assert truncated_rows.any() and batch.terminated.any()
+    assert not (batch.truncated & batch.terminated).any()
     # The truncated transition keeps its real next observation so it can bootstrap.
-    assert (batch["next_obs"][truncated_rows] == final_truncated).all()
+    assert (batch.next_obs[truncated_rows] == final_truncated).all()
 
 
 def test_wrap_around_overwrites_oldest_and_samples_only_valid_transitions():
@@ -104,7 +104,7 @@ def test_wrap_around_overwrites_oldest_and_samples_only_valid_transitions():
     # The slot about to be overwritten and those whose history is gone are excluded.
     assert len(valid) == capacity - 1 - (STACK - 1)
     batch = buffer.sample(500)
-    for obs, next_obs in zip(batch["obs"], batch["next_obs"]):
+    for obs, next_obs in zip(batch.obs, batch.next_obs):
         # Frames count up by one inside a stack and from obs to next_obs: nothing stale.
         assert (np.diff(obs[:, 0, 0].astype(int)) == 1).all()
         assert (next_obs[:, 0, 0].astype(int) == obs[:, 0, 0].astype(int) + 1).all()
@@ -112,7 +112,7 @@ def test_wrap_around_overwrites_oldest_and_samples_only_valid_transitions():
 
 def test_sampling_is_seeded():
     def draw():
-        return played_buffer(20).sample(16)["slots"]
+        return played_buffer(20).sample(16).slots
 
     assert (draw() == draw()).all()
 
@@ -125,23 +125,23 @@ def test_keys_actions_rewards_travel_with_the_transition():
         player.step(t % 3, reward=float(t))
     batch = buffer.sample(100)
     # The key stored with a transition was the counter of its next frame.
-    assert (batch["keys"][:, 0] == batch["next_obs"][:, -1, 0, 0]).all()
-    assert (batch["rewards"] == batch["next_obs"][:, -1, 0, 0] - 2).all()
-    assert (batch["actions"] == (batch["rewards"].astype(int) % 3)).all()
+    assert (batch.keys[:, 0] == batch.next_obs[:, -1, 0, 0]).all()
+    assert (batch.rewards == batch.next_obs[:, -1, 0, 0] - 2).all()
+    assert (batch.actions == (batch.rewards.astype(int) % 3)).all()
 
 
 def test_flat_observations_without_stacking():
     buffer = ReplayBuffer(8, (3,), frame_stack=1, obs_dtype=np.float32)
     buffer.add(np.zeros(3), 0, 1.0, np.ones(3), False, False)
     batch = buffer.sample(4)
-    assert batch["obs"].shape == (4, 3) and (batch["next_obs"] == 1).all()
+    assert batch.obs.shape == (4, 3) and (batch.next_obs == 1).all()
 
 
 def test_state_round_trip():
     buffer = played_buffer(12)
     copy = new_buffer()
     copy.load_state_dict(buffer.state_dict())
-    assert (copy.sample(8)["slots"] == buffer.sample(8)["slots"]).all()
+    assert (copy.sample(8).slots == buffer.sample(8).slots).all()
 
 
 def test_bad_arguments():
@@ -174,9 +174,9 @@ def sample_rows(buffer, n_step, gamma=0.5):
     buffer.rng = np.random.default_rng(0)
     batch = buffer.sample(4096, n_step=n_step, gamma=gamma)
     rows = {}
-    for index in range(len(batch["slots"])):
-        rows[float(batch["obs"][index, 0])] = (float(batch["rewards"][index]), float(batch["next_obs"][index, 0]),
-                                               bool(batch["terminated"][index]), float(batch["discounts"][index]))
+    for index in range(len(batch.slots)):
+        rows[float(batch.obs[index, 0])] = (float(batch.rewards[index]), float(batch.next_obs[index, 0]),
+                                               bool(batch.terminated[index]), float(batch.discounts[index]))
     assert len(rows) == len(slots)
     return rows
 

@@ -60,13 +60,13 @@ def test_sigterm_and_resume_equal_one_uninterrupted_run(tmp_path):
     whole_state, whole_replay = final_state(whole)
     parted_state, parted_replay = final_state(parted)
     assert whole_state["env_steps"] == parted_state["env_steps"] == 3000
-    assert len(whole_state["collector"]["memory"]["keys"]) == len(parted_state["collector"]["memory"]["keys"])
+    assert len(whole_state["collector"]["memory"]["memory"]["keys"]) == len(parted_state["collector"]["memory"]["memory"]["keys"])
     assert whole_replay.keys() == parted_replay.keys()
     for name in whole_replay:
         np.testing.assert_array_equal(whole_replay[name], parted_replay[name], err_msg=name)
     # CPU, fixed seeds, same operations in the same order: bit-identical weights.
-    for name, tensor in whole_state["module"]["q_network"].items():
-        assert torch.equal(tensor, parted_state["module"]["q_network"][name]), name
+    for name, tensor in whole_state["learner"]["q_network"].items():
+        assert torch.equal(tensor, parted_state["learner"]["q_network"][name]), name
 
     with (parted / "metrics.csv").open() as file:
         rows = list(csv.DictReader(file))
@@ -119,10 +119,10 @@ def test_resume_of_a_folder_without_run_is_a_clear_error(tmp_path):
 
 
 def test_a_kill_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, monkeypatch):
-    collector, module = small_parts()
+    collector, learner = small_parts()
     for _ in range(50):
         collector.play_step()
-    save_checkpoint(tmp_path, module, collector)
+    save_checkpoint(tmp_path, learner, collector)
     for _ in range(50):
         collector.play_step()
 
@@ -132,7 +132,7 @@ def test_a_kill_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, m
 
     monkeypatch.setattr(torch, "save", killed_mid_write)
     with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(tmp_path, module, collector)
+        save_checkpoint(tmp_path, learner, collector)
     monkeypatch.undo()
     state = load_checkpoint(tmp_path)
     assert state["env_steps"] == 50
@@ -140,10 +140,10 @@ def test_a_kill_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, m
 
 
 def test_a_corrupted_checkpoint_names_the_file(tmp_path):
-    collector, module = small_parts()
+    collector, learner = small_parts()
     for _ in range(40):
         collector.play_step()
-    manifest_path = save_checkpoint(tmp_path, module, collector)
+    manifest_path = save_checkpoint(tmp_path, learner, collector)
     state_file = next((tmp_path / "checkpoints").glob("state_*.ckpt"))
     state_file.write_bytes(state_file.read_bytes()[:-5])
     with pytest.raises(CheckpointError, match=rf"{state_file.name} is not the file emdqn wrote .*truncated"):
@@ -207,16 +207,17 @@ def test_a_run_extended_by_resume_ends_with_the_memory_of_one_uninterrupted_run(
     straight = load_checkpoint(tmp_path / "straight")
     assert extended["env_steps"] == straight["env_steps"] == 1400
     for key in ("keys", "actions", "values", "last_used", "visits"):
-        np.testing.assert_array_equal(extended["collector"]["memory"][key], straight["collector"]["memory"][key])
-    assert extended["collector"]["memory"]["clock"] == straight["collector"]["memory"]["clock"]
-    assert extended["collector"]["episode_keys"][0], "an episode was in progress at the end of both runs"
+        np.testing.assert_array_equal(extended["collector"]["memory"]["memory"][key],
+                                      straight["collector"]["memory"]["memory"][key])
+    assert extended["collector"]["memory"]["memory"]["clock"] == straight["collector"]["memory"]["memory"]["clock"]
+    assert extended["collector"]["memory"]["episode_keys"][0], "an episode was in progress at the end of both runs"
 
 
 def test_a_checkpoint_rewrites_only_the_replay_chunks_that_changed(tmp_path, monkeypatch):
     import emdqn.replay_files
 
     monkeypatch.setattr(emdqn.replay_files, "CHUNK_SLOTS", 16)
-    collector, module = small_parts()  # 100 slots: chunks 0-6 of 16 slots
+    collector, learner = small_parts()  # 100 slots: chunks 0-6 of 16 slots
 
     def saved_files():
         return {path.name for path in (tmp_path / "checkpoints" / "replay").iterdir()}
@@ -224,7 +225,7 @@ def test_a_checkpoint_rewrites_only_the_replay_chunks_that_changed(tmp_path, mon
     def step_and_save(steps):
         for _ in range(steps):
             collector.play_step()
-        save_checkpoint(tmp_path, module, collector)
+        save_checkpoint(tmp_path, learner, collector)
         state = load_checkpoint(tmp_path)
         arrays = saved_replay(state)
         stream = collector.replay.streams[0]

@@ -72,8 +72,8 @@ def test_a_lambda_sweep_survives_time_limits_and_a_requeue_and_ends_as_an_uninte
     whole = tmp_path / "whole"
     run_train([*RUN, "memory.lambda=0.1", "trainer.accelerator=auto", f"hydra.run.dir={whole}"], cwd=tmp_path)
     parted = next(path for path in run_dirs if "lam0.1" in path.name)
-    for name, tensor in load_checkpoint(whole)["module"]["q_network"].items():
-        assert torch.equal(tensor, load_checkpoint(parted)["module"]["q_network"][name]), name
+    for name, tensor in load_checkpoint(whole)["learner"]["q_network"].items():
+        assert torch.equal(tensor, load_checkpoint(parted)["learner"]["q_network"][name]), name
     assert metrics_without_clock(parted) == metrics_without_clock(whole), "no env step lost or repeated"
 
 

@@ -59,7 +59,7 @@ def test_pong_trains_with_bf16_mixed_precision_and_keeps_fp32_weights(tmp_path):
     losses = [float(row["losses/loss"]) for row in read_rows(run_dir) if row["losses/loss"]]
     assert len(losses) == 3 and all(math.isfinite(value) for value in losses)
     state = load_checkpoint(run_dir)
-    weights = state["module"]["q_network"]
+    weights = state["learner"]["q_network"]
     assert all(tensor.dtype == torch.float32 for tensor in weights.values())
     assert optimizer_steps(state) == len(range(200, 401, 4))
 
@@ -105,6 +105,6 @@ def test_keep_best_and_the_lr_schedule(tmp_path):
     assert [int(float(row["eval/best_step"])) for row in rows if row.get("eval/best_step")] == [best_step]
     best = torch.load(run_dir / "checkpoints" / "weights_best.pt", weights_only=True)
     state = load_checkpoint(run_dir)
-    assert all(torch.equal(best[name], tensor) for name, tensor in state["module"]["best"]["network"].items())
+    assert all(torch.equal(best[name], tensor) for name, tensor in state["learner"]["best"]["network"].items())
     # The last gradient step is at env step 600: half way down the lr factor's line.
-    assert state["module"]["optimizer"]["param_groups"][0]["lr"] == 1e-3 * 0.5
+    assert state["learner"]["optimizer"]["param_groups"][0]["lr"] == 1e-3 * 0.5

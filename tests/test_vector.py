@@ -7,7 +7,7 @@ import torch
 from emdqn.checkpoint import load_checkpoint, restore, save_checkpoint, saved_replay
 from emdqn.config import ConfigError, validate
 from emdqn.collector import Collector, greedy_actions
-from emdqn.module import EMDQNModule
+from emdqn.learner import Learner
 from emdqn.vector import AleVectorEnvs, SerialEnvs, make_envs
 from tests.conftest import compose_config, optimizer_steps, run_train
 
@@ -93,28 +93,28 @@ def test_resume_with_ale_vector_env_starts_new_games_and_keeps_counting(tmp_path
     cfg = compose_config(["env=pong", "env.num_envs=2", "buffer.capacity=400", "memory.capacity=400",
                           "agent.learning_starts=32"])
     collector = Collector.from_config(cfg)
-    module = EMDQNModule(cfg, collector.envs.observation_shape, collector.envs.num_actions)
-    collector.set_policy(module.q_network)
+    learner = Learner.from_config(cfg, collector.envs.observation_shape, collector.envs.num_actions)
+    collector.set_policy(learner.q_network)
     for _ in range(30):
         collector.play_step()
-    save_checkpoint(tmp_path, module, collector)
+    save_checkpoint(tmp_path, learner, collector)
     collector.envs.close()
 
     resumed = Collector.from_config(cfg)
-    resumed_module = EMDQNModule(cfg, resumed.envs.observation_shape, resumed.envs.num_actions)
-    resumed.set_policy(resumed_module.q_network)
-    restore(load_checkpoint(tmp_path), resumed_module, resumed)
+    resumed_learner = Learner.from_config(cfg, resumed.envs.observation_shape, resumed.envs.num_actions)
+    resumed.set_policy(resumed_learner.q_network)
+    restore(load_checkpoint(tmp_path), resumed_learner, resumed)
     assert resumed.env_steps == 60 and resumed.envs.observations is None
     assert all(stream.current == -1 for stream in resumed.replay.streams), "the interrupted episodes are closed"
     # Cut off by the restart, the interrupted episodes are not written to the memory.
-    assert len(resumed.memory) == 0 and not any(resumed.episode_keys)
+    assert resumed.memory_feed.size() == 0 and not any(resumed.memory_feed.episode_keys)
     stored = resumed.replay.num_transitions
     resumed.play_step()
     assert resumed.env_steps == 62 and resumed.replay.num_transitions == stored + 2
     for stream, stack in zip(resumed.replay.streams, resumed.envs.observations):
         assert stream.episode_pos[stream.current] == 1  # a new episode began in each env
     resumed.envs.close()
-    torch.testing.assert_close(resumed_module.q_network.state_dict(), module.q_network.state_dict())
+    torch.testing.assert_close(resumed_learner.q_network.state_dict(), learner.q_network.state_dict())
 
 
 def test_a_step_started_early_plays_and_stores_the_same_as_a_step_in_the_loop(tmp_path):
@@ -123,9 +123,9 @@ def test_a_step_started_early_plays_and_stores_the_same_as_a_step_in_the_loop(tm
     cfg = compose_config(["env=pong", "env.num_envs=2", "buffer.capacity=400", "memory.capacity=400",
                           "agent.exploration.schedule=[[0,0.5]]"])
     in_loop, early = Collector.from_config(cfg), Collector.from_config(cfg)
-    module = EMDQNModule(cfg, in_loop.envs.observation_shape, in_loop.envs.num_actions)
-    in_loop.set_policy(module.q_network)
-    early.set_policy(module.q_network)
+    learner = Learner.from_config(cfg, in_loop.envs.observation_shape, in_loop.envs.num_actions)
+    in_loop.set_policy(learner.q_network)
+    early.set_policy(learner.q_network)
     for _ in range(40):
         in_loop.play_step()
         early.start_next_step_early()
@@ -133,11 +133,11 @@ def test_a_step_started_early_plays_and_stores_the_same_as_a_step_in_the_loop(tm
         early.play_step()
     early.start_next_step_early()  # in flight while the checkpoint is taken
     data_state = early.state_dict()
-    save_checkpoint(tmp_path, module, early)
+    save_checkpoint(tmp_path, learner, early)
     for name, array in in_loop.replay.state_dict()["arrays"].items():
         np.testing.assert_array_equal(early.replay.state_dict()["arrays"][name], array, err_msg=name)
     assert early.env_steps == in_loop.env_steps == 80
-    assert early.episode_rewards == in_loop.episode_rewards
+    assert early.memory_feed.episode_rewards == in_loop.memory_feed.episode_rewards
     assert data_state["rng"] == in_loop.rng.bit_generator.state, "the checkpoint holds the RNG before that step"
     assert load_checkpoint(tmp_path)["env_steps"] == 80
     early.play_step()  # finishes the step in flight instead of starting one
@@ -149,8 +149,8 @@ def test_a_step_started_early_plays_and_stores_the_same_as_a_step_in_the_loop(tm
 def test_serial_envs_never_start_a_step_early():
     cfg = compose_config(["env=cartpole", "model=mlp", "env.num_envs=2"])
     collector = Collector.from_config(cfg)
-    module = EMDQNModule(cfg, collector.envs.observation_shape, collector.envs.num_actions)
-    collector.set_policy(module.q_network)
+    learner = Learner.from_config(cfg, collector.envs.observation_shape, collector.envs.num_actions)
+    collector.set_policy(learner.q_network)
     collector.start_next_step_early()
     assert collector.step_in_flight is None  # they would step in this thread: nothing to overlap
 
@@ -159,18 +159,18 @@ def test_acting_stays_fp32_inside_the_gradient_steps_autocast():
     """trainer.precision=bf16-mixed: the env steps are played inside training_step, under autocast."""
     cfg = compose_config(["env=cartpole", "model=mlp"])
     collector = Collector.from_config(cfg)
-    module = EMDQNModule(cfg, collector.envs.observation_shape, collector.envs.num_actions)
+    learner = Learner.from_config(cfg, collector.envs.observation_shape, collector.envs.num_actions)
     autocast_seen, output_dtypes = [], []
 
     def record(layer, inputs, output) -> None:
         autocast_seen.append(torch.is_autocast_enabled("cpu"))
         output_dtypes.append(output.dtype)
 
-    module.q_network.head.advantage[0].register_forward_hook(record)
-    module.q_network.register_forward_hook(record)
+    learner.q_network.head.advantage[0].register_forward_hook(record)
+    learner.q_network.register_forward_hook(record)
     collector.envs.reset()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        actions = greedy_actions(module.q_network, collector.envs.observations)
+        actions = greedy_actions(learner.q_network, collector.envs.observations)
     assert actions.shape == (1,)
     assert autocast_seen == [False, False]
     assert output_dtypes == [torch.float32, torch.float32]  # the hidden layer too, not only the output
