@@ -11,15 +11,10 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from emdqn.cluster import quiet_scheduler_polling
-from emdqn.cli import continue_in_run_folder, one_line_errors, refuse_a_taken_run_folder, report_user_errors
-from emdqn.config import register_resolvers
-from emdqn.schema import register_schemas
-from emdqn.sweeps_path import register_sweeps
+import emdqn  # noqa: F401  (registers conf/'s typed schemas, resolvers and the `+sweeps=<file>` group)
+from emdqn.run.cluster import quiet_scheduler_polling
+from emdqn.run.cli import continue_in_run_folder, one_line_errors, refuse_a_taken_run_folder, report_user_errors
 
-register_sweeps()  # `+sweeps=<file>` picks a ready-made sweep from sweeps/
-register_resolvers()
-register_schemas()  # the keys' types, checked by Hydra while composing
 continue_in_run_folder(sys.argv)  # resume=<run>: Hydra logs into that run's folder, no new one
 refuse_a_taken_run_folder(sys.argv)  # before Hydra's log reaches that folder
 quiet_scheduler_polling(sys.argv)  # sacct's complaints on clusters without accounting
@@ -28,7 +23,7 @@ quiet_scheduler_polling(sys.argv)  # sacct's complaints on clusters without acco
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     with report_user_errors():
-        from emdqn.train import train
+        from emdqn.run.train import train
 
         return train(cfg)
 

@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
-from pathlib import Path
 from typing import Sequence
 
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from emdqn.update import Batch, build_optimizer, compute_gradients, emdqn_loss
-from emdqn.networks import build_q_network
-from emdqn.schema import register_schemas
+from emdqn import compose_config  # noqa: F401  (the scripts import it from here)
+from emdqn.config.checks import MemoryWeights
+from emdqn.agent.learner import Learner
+from emdqn.agent.loss import Batch
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-register_schemas()  # once: Hydra's ConfigStore is one per process
-
-
-def compose_config(overrides: Sequence[str]) -> DictConfig:
-    """The same config ``python train.py <overrides>`` would see."""
-    os.environ.setdefault("WANDB_MODE", "offline")
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+os.environ.setdefault("WANDB_MODE", "offline")  # a benchmark never logs in
 
 
 def end_with_parent() -> None:
@@ -60,33 +50,26 @@ def fixed_batch(obs_shape: Sequence[int] = (4, 84, 84), num_actions: int = 6, ba
 
 
 class FixedBatchUpdate:
-    """The training step's update on ``fixed_batch()``: the EMDQN loss of the online and
-    target nets (alpha 1, beta 0.1), backward, per-tensor clipping, Adam, with the network
-    settings of ``cfg.trainer`` (``trainer.compile`` and bf16-mixed autocast as EMDQNModule and
-    Lightning apply them). Split in two where a benchmark puts work between the passes and Adam.
+    """The training step's update on ``fixed_batch()``: the run's :class:`Learner` (loss weights
+    alpha 1, beta 0.1, every other setting from ``cfg``), under bf16-mixed autocast where
+    ``cfg.trainer.precision`` asks for it as Lightning applies it. Split in two where a benchmark
+    puts work between the passes and Adam.
     """
 
     def __init__(self, cfg: DictConfig, obs_shape: Sequence[int] = (4, 84, 84), num_actions: int = 6,
                  device: torch.device | str = "cpu"):
         self.device = torch.device(device)
-        self.q_network = build_q_network(cfg.model, obs_shape, num_actions, cfg.trainer).to(self.device)
-        self.target_network = copy.deepcopy(self.q_network).requires_grad_(False)
-        self.optimizer = build_optimizer(self.q_network.parameters(), cfg.agent)
-        self.parameters = list(self.q_network.parameters())
-        self.train_q, self.train_target = self.q_network, self.target_network
-        if cfg.trainer.compile:
-            self.train_q, self.train_target = torch.compile(self.q_network), torch.compile(self.target_network)
+        self.learner = Learner.from_config(cfg, obs_shape, num_actions, MemoryWeights(alpha=1.0, beta=0.1, lam=0.1))
+        self.learner.q_network.to(self.device)
+        self.learner.target_network.to(self.device)
+        self.q_network, self.optimizer = self.learner.q_network, self.learner.optimizer
         self.batch = fixed_batch(obs_shape, num_actions, int(cfg.agent.batch_size), self.device)
-        self.loss_settings = {"alpha": 1.0, "beta": 0.1,
-                              "double_q": bool(cfg.agent.double_q)}
-        self.grad_clip_norm = cfg.agent.grad_clip_norm
         self.bf16 = cfg.trainer.precision == "bf16-mixed"
 
     def forward_backward(self) -> None:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            loss = emdqn_loss(self.train_q, self.train_target, self.batch, **self.loss_settings)["loss"]
-        compute_gradients(loss, self.parameters, self.grad_clip_norm)
+            self.learner.gradients(self.batch)
 
     def __call__(self) -> None:
-        self.forward_backward()
-        self.optimizer.step()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            self.learner.update(self.batch)

@@ -23,7 +23,7 @@ from pathlib import Path
 from _common import compose_config, end_with_parent, quiet_logs
 from _records import REPO_ROOT, metadata_block, write_record
 
-from emdqn.train import train
+from emdqn.run.train import train
 
 
 def run_seed(seed: int, steps: int, memory: str, overrides: list[str], folder: str) -> tuple[float, float]:

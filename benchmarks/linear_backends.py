@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from _common import FixedBatchUpdate, compose_config
 
-from emdqn.networks import ONEDNN_MATMUL
+from emdqn.agent.networks import ONEDNN_MATMUL
 
 
 def gflops(work: Callable[[], torch.Tensor], flops: float, repeats: int, min_seconds: float = 0.2) -> float:

@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from emdqn.memory import EpisodicMemory
+from emdqn.agent.memory import EpisodicMemory
 
 
 def fill(memory: EpisodicMemory, per_action: int,

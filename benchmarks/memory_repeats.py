@@ -21,8 +21,8 @@ import torch
 from _common import compose_config
 from _records import REPO_ROOT, metadata_block, write_record
 
-from emdqn.envs import make_env
-from emdqn.memory import EpisodicMemory
+from emdqn.envs.make import make_env
+from emdqn.agent.memory import EpisodicMemory
 
 
 def repeat_shares(env_cfg, steps: int, seed: int, policy=None, epsilon: float = 1.0) -> dict[str, float]:

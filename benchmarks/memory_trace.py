@@ -6,7 +6,7 @@
 A MinAtar run (``experiment=minatar memory=kdtree``, epsilon fixed at 0.01, one torch thread) records
 every ``project``, ``lookup`` and ``add_episode`` call with its arguments. The calls are then
 replayed on a fresh memory of this checkout and on one built from ``--against``'s
-``emdqn/memory.py`` and ``emdqn/memory_index.py`` (read with ``git show``, imported from a
+``emdqn/agent/memory.py`` and ``emdqn/agent/memory_index.py`` (read with ``git show``, imported from a
 temporary folder), alternating ``--repeats`` times. Printed: each operation's total time
 (median over the repeats) for both, and whether every output and the final state are the
 same bit for bit. A change to the memory that is meant to be a pure speed-up must print
@@ -30,8 +30,8 @@ import numpy as np
 from _common import compose_config, quiet_logs
 from _records import REPO_ROOT
 
-import emdqn.memory
-from emdqn.train import train
+import emdqn.agent.memory
+from emdqn.run.train import train
 
 OPERATIONS = ("project", "lookup", "add_episode")
 
@@ -40,7 +40,7 @@ def record_calls(game: str, steps: int) -> tuple[tuple[int, ...], int, list[tupl
     """(observation shape, action count, calls) of a short training run's memory."""
     calls: list[tuple[Any, ...]] = []
     shapes: dict[str, Any] = {}
-    memory_class = emdqn.memory.EpisodicMemory
+    memory_class = emdqn.agent.memory.EpisodicMemory
     original = {name: getattr(memory_class, name) for name in OPERATIONS}
 
     def project(self, obs):
@@ -73,14 +73,14 @@ def record_calls(game: str, steps: int) -> tuple[tuple[int, ...], int, list[tupl
 
 
 def memory_module_at(commit: str, folder: Path) -> types.ModuleType:
-    """``emdqn.memory`` as it was at ``commit``, with that commit's ``memory_index``."""
+    """``emdqn.agent.memory`` as it was at ``commit``, with that commit's ``memory_index``."""
     package = folder / "memory_at_commit"
     package.mkdir()
     (package / "__init__.py").write_text("")
     for name in ("memory", "memory_index"):
         source = subprocess.run(["git", "-C", str(REPO_ROOT), "show", f"{commit}:emdqn/{name}.py"],
                                 capture_output=True, text=True, check=True).stdout
-        source = source.replace("from emdqn.memory_index import", "from memory_at_commit.memory_index import")
+        source = source.replace("from emdqn.agent.memory_index import", "from memory_at_commit.memory_index import")
         (package / f"{name}.py").write_text(source)
     sys.path.insert(0, str(folder))
     spec = importlib.util.find_spec("memory_at_commit.memory")
@@ -124,16 +124,16 @@ def main() -> None:
         parser.error(f"--steps must be at least 3000 (learning starts at 2000), got {args.steps}")
     if args.capacity < 1:
         parser.error(f"--capacity must be at least 1, got {args.capacity}")
-    if subprocess.run(["git", "-C", str(REPO_ROOT), "cat-file", "-e", f"{args.against}:emdqn/memory.py"],
+    if subprocess.run(["git", "-C", str(REPO_ROOT), "cat-file", "-e", f"{args.against}:emdqn/agent/memory.py"],
                       capture_output=True).returncode != 0:
-        parser.error(f"--against {args.against!r} is not a commit of this repository with emdqn/memory.py")
+        parser.error(f"--against {args.against!r} is not a commit of this repository with emdqn/agent/memory.py")
     quiet_logs()
     print(f"recording the memory calls of {args.steps:,} steps of MinAtar {args.game} ...", flush=True)
     obs_shape, num_actions, calls = record_calls(args.game, args.steps)
     counts = {name: sum(1 for call in calls if call[0] == name) for name in OPERATIONS}
     print("calls: " + ", ".join(f"{name} {count:,}" for name, count in counts.items()), flush=True)
     with tempfile.TemporaryDirectory() as folder:
-        modules = {args.against: memory_module_at(args.against, Path(folder)), "this checkout": emdqn.memory}
+        modules = {args.against: memory_module_at(args.against, Path(folder)), "this checkout": emdqn.agent.memory}
         times: dict[str, list[dict[str, float]]] = {label: [] for label in modules}
         results = {}
         for repeat in range(args.repeats):

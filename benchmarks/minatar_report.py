@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from emdqn.aggregates import (aggregate_scores, bootstrap_difference_interval, bootstrap_mean_interval,  # noqa: E402
+from emdqn.analysis.aggregates import (aggregate_scores, bootstrap_difference_interval, bootstrap_mean_interval,  # noqa: E402
                               format_interval, normalize_by_baseline)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

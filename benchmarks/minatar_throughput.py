@@ -38,9 +38,9 @@ import torch.nn.functional as F
 from _common import compose_config, quiet_logs
 from _records import REPO_ROOT, metadata_block, write_record
 
-import emdqn.envs  # noqa: F401  (registers the MinAtar ids)
-from emdqn.networks import MinAtarCNN
-from emdqn.train import train
+import emdqn.envs.make  # noqa: F401  (registers the MinAtar ids)
+from emdqn.agent.networks import MinAtarCNN
+from emdqn.run.train import train
 
 GAME = "breakout"
 SETTINGS = ["experiment=minatar", f"env.game={GAME}", "agent.exploration.schedule=[[0,0.01]]", "eval.episodes=0",

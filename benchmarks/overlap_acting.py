@@ -29,7 +29,7 @@ import torch
 from _common import FixedBatchUpdate, compose_config
 from throughput import COMMON
 
-from emdqn.vector import make_envs
+from emdqn.envs.vector import make_envs
 
 
 class EnvStepsInThread:

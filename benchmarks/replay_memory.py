@@ -16,8 +16,8 @@ import time
 import numpy as np
 from _common import compose_config
 
-from emdqn.envs import make_env
-from emdqn.replay import ReplayBuffer
+from emdqn.envs.make import make_env
+from emdqn.agent.replay import ReplayBuffer
 
 
 def main() -> None:

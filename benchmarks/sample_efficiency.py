@@ -25,7 +25,7 @@ from pathlib import Path
 from _common import compose_config, quiet_logs
 from _records import REPO_ROOT, metadata_block, write_record
 
-from emdqn.train import train
+from emdqn.run.train import train
 
 REGIMES = {
     "atari": [],  # the preset: 1 update per 4 env steps, target every 2,000 env steps

@@ -27,15 +27,15 @@ import torch
 from _common import compose_config, quiet_logs
 from throughput import COMMON, prefill_memory
 
-import emdqn.collector
-import emdqn.module
-import emdqn.update
-from emdqn.collector import Collector
-from emdqn.memory import EpisodicMemory
-from emdqn.module import EMDQNModule
-from emdqn.replay import MultiEnvReplay
-from emdqn.train import train
-from emdqn.vector import AleVectorEnvs, SerialEnvs
+import emdqn.agent.collector
+import emdqn.run.module
+import emdqn.agent.loss
+from emdqn.agent.collector import Collector
+from emdqn.agent.memory import EpisodicMemory
+from emdqn.run.module import EMDQNModule
+from emdqn.agent.replay import MultiEnvReplay
+from emdqn.run.train import train
+from emdqn.envs.vector import AleVectorEnvs, SerialEnvs
 
 # (owner, attribute, label, depth): the order and nesting of the printed table.
 PARTS: list[tuple[Any, str, str, int]] = [
@@ -46,12 +46,12 @@ PARTS: list[tuple[Any, str, str, int]] = [
     (Collector, "sample_batch", "sample the batch", 1),
     (MultiEnvReplay, "sample", "replay sample", 2),
     (EpisodicMemory, "lookup", "memory lookup", 2),
-    (emdqn.module, "emdqn_loss", "loss forward (online + target)", 1),
+    (emdqn.run.module, "emdqn_loss", "loss forward (online + target)", 1),
     (torch.Tensor, "backward", "backward", 1),
-    (emdqn.update, "clip_grad_norm_per_tensor", "gradient clipping", 1),
+    (emdqn.agent.loss, "clip_grad_norm_per_tensor", "gradient clipping", 1),
     (torch.optim.Adam, "step", "optimizer step (Adam)", 1),
     (Collector, "_start_step", "act and send the next env step", 1),
-    (emdqn.collector, "greedy_actions", "acting forward pass", 2),
+    (emdqn.agent.collector, "greedy_actions", "acting forward pass", 2),
     (AleVectorEnvs, "send", "env send", 2),
     (SerialEnvs, "send", "env send", 2),
     (EpisodicMemory, "project", "memory keys", 2),
@@ -98,7 +98,7 @@ def install_acting_positions(active: list[bool]) -> dict[int, list[float]]:
         finally:
             position[0] = 0
 
-    emdqn.collector.greedy_actions = timed(emdqn.collector.greedy_actions, add)
+    emdqn.agent.collector.greedy_actions = timed(emdqn.agent.collector.greedy_actions, add)
     torch.optim.Adam.step = counted_step
     return by_position
 

@@ -40,8 +40,8 @@ import numpy as np
 import torch
 from _common import FixedBatchUpdate, compose_config, quiet_logs
 
-from emdqn.train import train
-from emdqn.vector import make_envs
+from emdqn.run.train import train
+from emdqn.envs.vector import make_envs
 
 COMMON = ["env=pong", "buffer.capacity=100000", "agent.target_update=40000", "agent.exploration.schedule=[[0,0.01]]",
           "eval.episodes=0", "logger=csv", "checkpoint.every_steps=0", "checkpoint.save_replay=false"]

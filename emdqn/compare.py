@@ -22,7 +22,7 @@ Runs that are missing, half-written or unreadable are listed and skipped.
 
 With ``--tasks KEY`` (``env.game``, ``env.id``) the runs of each task are compared on
 their own (a table and ``comparison_<task>.png`` each), and the groups are aggregated
-across tasks with rliable's stratified bootstrap (``emdqn.aggregates``): each group's
+across tasks with rliable's stratified bootstrap (``emdqn.analysis.aggregates``): each group's
 probability of improvement over ``--baseline`` (default: the first group) on the final
 return, and the IQM of its AUC normalized by the baseline's mean AUC on each task. When
 every task is an Atari game (``--tasks env.id``), the final returns are also put on the
@@ -43,8 +43,8 @@ from typing import Any, Sequence
 import numpy as np
 from omegaconf import OmegaConf
 
-from emdqn.aggregates import bootstrap_mean_interval
-from emdqn.comparison_tables import write_table, write_task_tables
+from emdqn.analysis.aggregates import bootstrap_mean_interval
+from emdqn.analysis.tables import write_table, write_task_tables
 
 RETURN_KEY = "charts/episodic_return"
 EVAL_KEY = "eval/episodic_return"
@@ -256,7 +256,7 @@ def compare_runs(runs: Sequence[Run], keys: Sequence[str], window: int, threshol
 
 def human_normalized(runs: Sequence[Run], finals: np.ndarray) -> float | None:
     """The human-normalized score of the mean final return, when every run plays one Atari game."""
-    from emdqn.atari_scores import human_normalized_score
+    from emdqn.envs.atari_scores import human_normalized_score
 
     game = atari_game_of(runs)
     return human_normalized_score(game, float(finals.mean())) if game is not None else None
@@ -264,7 +264,7 @@ def human_normalized(runs: Sequence[Run], finals: np.ndarray) -> float | None:
 
 def atari_game_of(runs: Sequence[Run]) -> str | None:
     """The Atari game every one of ``runs`` plays, or None (not Atari, or several games)."""
-    from emdqn.atari_scores import atari_game
+    from emdqn.envs.atari_scores import atari_game
 
     games = {atari_game(str(run.config.get("env.id"))) for run in runs}
     return games.pop() if len(games) == 1 else None
@@ -273,7 +273,7 @@ def atari_game_of(runs: Sequence[Run]) -> str | None:
 def aggregate_tasks(sections: dict[str, dict[str, Any]], keys: Sequence[str], baseline: str | None,
                     seed: int) -> dict[str, Any]:
     """rliable aggregates of each group across the tasks where every group has runs."""
-    from emdqn.aggregates import aggregate_scores, normalize_by_baseline
+    from emdqn.analysis.aggregates import aggregate_scores, normalize_by_baseline
 
     labels = sorted({row["group"] for section in sections.values() for row in section["rows"]})
     complete = {task: {row["group"]: row for row in section["rows"]} for task, section in sections.items()
@@ -301,8 +301,8 @@ def aggregate_tasks(sections: dict[str, dict[str, Any]], keys: Sequence[str], ba
     games = [atari_game_of([run for members in sections[task]["groups"].values() for run in members])
              for task in complete]
     if None not in games:  # every task an Atari game: the literature's aggregates of human-normalized scores
-        from emdqn.aggregates import score_distribution
-        from emdqn.atari_scores import human_normalized_score
+        from emdqn.analysis.aggregates import score_distribution
+        from emdqn.envs.atari_scores import human_normalized_score
 
         finals_by_label = scores("final")
         hns = {label: np.array([[human_normalized_score(game, value) for game, value in zip(games, run)]

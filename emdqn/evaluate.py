@@ -35,9 +35,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from emdqn.config import ConfigError, read_run_config
-from emdqn.envs import make_env, real_episode_stats
-from emdqn.metrics import format_duration
+from emdqn.config.checks import ConfigError, read_run_config
+from emdqn.envs.make import make_env, real_episode_stats
+from emdqn.agent.metrics import format_duration
 
 ATARI_EPISODE_FRAMES = 108_000  # the standard cap of an evaluation game: 30 minutes of play
 PROTOCOLS: dict[str, dict[str, Any]] = {
@@ -165,7 +165,7 @@ def evaluate(network: torch.nn.Module, env_cfg: Any, episodes: int, epsilon: flo
 def load_weights(run_dir: Path) -> tuple[dict[str, torch.Tensor], int]:
     """The weights-only file of the run's checkpoint, checked against its manifest and loaded
     without unpickling objects."""
-    from emdqn.checkpoint import CheckpointError, latest_weights, load_weights_file
+    from emdqn.run.checkpoint import CheckpointError, latest_weights, load_weights_file
 
     try:
         found = latest_weights(run_dir)
@@ -194,7 +194,7 @@ def env_spaces(env_cfg: Any) -> tuple[tuple[int, ...], int]:
 def trained_network(run_dir: Path, run_cfg: DictConfig, weights: dict[str, torch.Tensor],
                     obs_shape: Sequence[int], num_actions: int) -> torch.nn.Module:
     """The run's Q-network (its ``model`` config) holding ``weights``, in eval mode."""
-    from emdqn.networks import build_q_network
+    from emdqn.agent.networks import build_q_network
 
     network = build_q_network(run_cfg.model, obs_shape, num_actions, run_cfg.get("trainer"))
     try:
@@ -233,8 +233,8 @@ def evaluation_config(run_cfg: DictConfig, protocol: str, overrides: dict[str, A
 
 
 def summarize(games: Games, env_id: str) -> dict[str, Any]:
-    from emdqn.aggregates import bootstrap_mean_interval
-    from emdqn.atari_scores import atari_game, human_normalized_score
+    from emdqn.analysis.aggregates import bootstrap_mean_interval
+    from emdqn.envs.atari_scores import atari_game, human_normalized_score
 
     returns = np.asarray(games.returns, dtype=np.float64)
     mean, low, high = bootstrap_mean_interval(returns)
@@ -261,7 +261,7 @@ def output_path(run_dir: Path, protocol: str, step: int) -> Path:
 def log_to_wandb(run_dir: Path, run_cfg: DictConfig, step: int, summary: dict, protocol: str,
                  videos: Sequence[Path]) -> bool:
     """Add the result to the run's W&B run (when it has one); False when there is none or W&B fails."""
-    from emdqn.loggers import WANDB_ID_FILE, quiet_wandb_settings, wandb_mode
+    from emdqn.run.loggers import WANDB_ID_FILE, quiet_wandb_settings, wandb_mode
 
     id_file = run_dir / WANDB_ID_FILE
     if not id_file.exists():

@@ -4,22 +4,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-
-from emdqn.schema import register_schemas
+from emdqn import compose_config  # noqa: F401  (the tests compose as a user's script does)
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
-register_schemas()  # once: Hydra's ConfigStore is one per process
 
 # Tests never touch the network: W&B always runs offline here.
 os.environ["WANDB_MODE"] = "offline"
 os.environ.setdefault("WANDB_SILENT", "true")
-
-
-def compose_config(overrides=()):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides), return_hydra_config=False)
 
 
 def run_train(args, cwd, timeout=600, check=True, extra_env=None):
@@ -36,8 +27,8 @@ def run_train(args, cwd, timeout=600, check=True, extra_env=None):
 
 def small_parts():
     """A collector and a learner of a tiny CartPole run, built as train() builds them."""
-    from emdqn.collector import Collector
-    from emdqn.learner import Learner
+    from emdqn.agent.collector import Collector
+    from emdqn.agent.learner import Learner
 
     cfg = compose_config(["env=cartpole", "model=mlp", "buffer.capacity=100", "agent.learning_starts=32"])
     collector = Collector.from_config(cfg)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from emdqn.aggregates import (aggregate_scores, bootstrap_difference_interval, bootstrap_mean_interval,
+from emdqn.analysis.aggregates import (aggregate_scores, bootstrap_difference_interval, bootstrap_mean_interval,
                               normalize_by_baseline)
 
 

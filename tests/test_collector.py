@@ -4,8 +4,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from emdqn.cadence import Cadence, crossings
-from emdqn.collector import Collector
+from emdqn.agent.cadence import Cadence, crossings
+from emdqn.agent.collector import Collector
 from tests.conftest import compose_config
 
 DOWN = 1  # FrozenLake's action: from the start of the 4x4 map, down runs 0 -> 4 -> 8 -> 12, a hole

@@ -1,7 +1,7 @@
 import pytest
 from omegaconf import OmegaConf
 
-from emdqn.config import ConfigError, resolve_memory_weights, validate
+from emdqn.config.checks import ConfigError, resolve_memory_weights, validate
 from tests.conftest import compose_config
 
 
@@ -129,7 +129,7 @@ def test_every_validated_key_is_in_the_documented_table():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    source = (root / "emdqn" / "config.py").read_text()
+    source = (root / "emdqn" / "config" / "checks.py").read_text()
     keys = set(re.findall(r'_fail\("([\w.]+)"', source)) | set(re.findall(r'_positive_int\(cfg, "([\w.]+)"', source))
     table = (root / "docs" / "configuration.md").read_text().split("## Rejected inputs", 1)[1]
     assert sorted(key for key in keys if f"`{key}`" not in table) == []
@@ -160,13 +160,13 @@ def test_every_option_of_every_group_composes_against_its_schema():
         for option in sorted(path.stem for path in (conf / group).glob("*.yaml")):
             overrides = [f"{group}={option}"] + (["env.id=PongNoFrameskip-v4"] if option == "atari" else [])
             cfg = compose_config(overrides)
-            assert OmegaConf.get_type(cfg[group]).__module__ == "emdqn.schema", f"{group}={option}"
+            assert OmegaConf.get_type(cfg[group]).__module__ == "emdqn.config.schema", f"{group}={option}"
     for experiment in ("minatar", "cartpole", "frozenlake"):
         validate(compose_config([f"experiment={experiment}"]))
 
 
 def test_an_appended_key_that_no_schema_has_is_refused_in_one_line():
-    from emdqn.config import ConfigError
+    from emdqn.config.checks import ConfigError
 
     for override, line in (("+agent.foo=1", "agent.foo is not a config key; the keys of agent: gamma, lr,"),
                            ("+logger.wandb.x=1", "logger.wandb.x is not a config key; the keys of logger.wandb:"),
@@ -189,7 +189,7 @@ def test_an_appended_key_that_no_schema_has_is_refused_in_one_line():
 def test_the_schemas_refuse_unknown_keys_and_wrong_types_in_one_line(override, line):
     from hydra.errors import HydraException
 
-    from emdqn.cli import composition_error_line
+    from emdqn.run.cli import composition_error_line
 
     with pytest.raises(HydraException) as error:
         compose_config(override.split())
@@ -220,7 +220,7 @@ def test_every_key_of_every_group_refuses_the_bad_values_of_its_class_with_its_n
     """Generated from the schemas: non-finite numbers, negative integers, empty or
     non-positive size lists and probabilities outside [0, 1], for every typed key of every
     group as composed by the presets, through validate (what train.py runs before building)."""
-    from emdqn.config import typed_leaves
+    from emdqn.config.checks import typed_leaves
 
     checked = set()
     for base in BASES:

@@ -36,8 +36,8 @@ def test_the_direct_update_equals_lightnings_and_a_hook_override_brings_lightnin
     Lightning's optimizer wrapper. Both paths give the same weights and optimizer state."""
     import torch
 
-    from emdqn.checkpoint import load_checkpoint
-    from emdqn.train import train
+    from emdqn.run.checkpoint import load_checkpoint
+    from emdqn.run.train import train
     from tests.conftest import compose_config, optimizer_steps
 
     cfg = compose_config(["experiment=cartpole", "agent.total_steps=600", "agent.learning_starts=200",

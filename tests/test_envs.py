@@ -4,7 +4,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 from omegaconf import OmegaConf
 
-from emdqn.envs import ClipRewardEnv, EpisodicLifeEnv, check_env_id, make_env, real_episode_stats
+from emdqn.envs.make import ClipRewardEnv, EpisodicLifeEnv, check_env_id, make_env, real_episode_stats
 from tests.conftest import compose_config
 
 
@@ -117,7 +117,7 @@ class StillScreen(gym.Env):
 
 
 def test_original_frame_is_the_original_formula_and_crops_the_score_bar():
-    from emdqn.envs import OriginalFrame
+    from emdqn.envs.make import OriginalFrame
 
     screen = np.zeros((210, 160, 3), dtype=np.uint8)
     screen[:, :] = (100, 50, 200)  # gray 0.299*100 + 0.587*50 + 0.114*200 = 82.05 -> 82 (truncated)
@@ -215,9 +215,9 @@ def test_every_listed_flat_env_trains_and_an_unlisted_one_is_refused_in_one_line
     """python -m emdqn.envs lists only what trains: each entry runs a few steps of training."""
     import math
 
-    from emdqn.config import ConfigError, validate
-    from emdqn.envs import available_envs
-    from emdqn.train import train
+    from emdqn.config.checks import ConfigError, validate
+    from emdqn.envs.make import available_envs
+    from emdqn.run.train import train
     from tests.conftest import compose_config
 
     listed = available_envs()["classic control and toy text (model=mlp)"]

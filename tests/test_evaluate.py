@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from emdqn.atari_scores import ATARI_SCORES, atari_game, human_normalized_score
+from emdqn.envs.atari_scores import ATARI_SCORES, atari_game, human_normalized_score
 from emdqn.evaluate import EvaluationError, main as evaluate_main, run_evaluation
 from tests.conftest import run_train
 
@@ -112,9 +112,9 @@ def test_a_folder_without_weights_is_a_clear_error(tmp_path, capsys):
 
 def test_minatar_videos_show_the_game(tmp_path):
     """MinAtar renders floats in [0, 1]: videos get visible uint8 pixels, 16 per cell."""
-    from emdqn.envs import make_env
+    from emdqn.envs.make import make_env
     from emdqn.evaluate import play_games
-    from emdqn.networks import build_q_network
+    from emdqn.agent.networks import build_q_network
     from tests.conftest import compose_config
 
     cfg = compose_config(["experiment=minatar", "env.game=breakout"])

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-import emdqn.checkpoint as checkpoint
-from emdqn.checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint, saved_replay
+import emdqn.run.checkpoint as checkpoint
+from emdqn.run.checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint, saved_replay
 from emdqn.evaluate import EvaluationError, load_weights
 from tests.conftest import ROOT, run_train, small_parts
 
@@ -210,7 +210,7 @@ def test_a_plain_resume_keeps_how_the_run_was_started_and_lists_what_the_command
 
 KILLED_RUN = textwrap.dedent("""
     import os, runpy, sys
-    import emdqn.checkpoint as checkpoint
+    import emdqn.run.checkpoint as checkpoint
     real_replace, calls, saves = os.replace, [0], [0]
     kill_in_save, kill_at = int(os.environ["KILL_IN_SAVE"]), int(os.environ["KILL_AT"])
     real_save = checkpoint.save_checkpoint
@@ -227,8 +227,8 @@ KILLED_RUN = textwrap.dedent("""
         return real_replace(source, target)
 
     checkpoint.os.replace = replace
-    import emdqn.train
-    emdqn.train.save_checkpoint = save
+    import emdqn.run.train
+    emdqn.run.train.save_checkpoint = save
     sys.argv = ["train.py", *sys.argv[1:]]
     runpy.run_path(os.path.join(os.environ["ROOT"], "train.py"), run_name="__main__")
 """)

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from emdqn.checkpoint import load_checkpoint, saved_replay
-from emdqn.config import budget_warnings
+from emdqn.run.checkpoint import load_checkpoint, saved_replay
+from emdqn.config.checks import budget_warnings
 from tests.conftest import compose_config, run_train
 
 ONE_LINE = {"HYDRA_FULL_ERROR": "0"}
@@ -96,7 +96,7 @@ def test_an_early_pong_checkpoint_writes_only_the_filled_replay(tmp_path):
 def test_the_progress_line_gives_an_eta_only_once_learning_has_started(caplog, monkeypatch):
     import logging
 
-    import emdqn.metrics as metrics
+    import emdqn.agent.metrics as metrics
 
     clock = [0.0]
     monkeypatch.setattr(metrics.time, "perf_counter", lambda: clock[0])

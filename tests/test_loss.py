@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from emdqn.update import Batch, clip_grad_norm_per_tensor, emdqn_loss, td_targets
-from emdqn.networks import MLP, ONEDNN_MATMUL, NatureCNN, OneDNNLinear, tf_same_padding
-from emdqn.schedules import PiecewiseLinearSchedule
+from emdqn.agent.loss import Batch, clip_grad_norm_per_tensor, emdqn_loss, td_targets
+from emdqn.agent.networks import MLP, ONEDNN_MATMUL, NatureCNN, OneDNNLinear, tf_same_padding
+from emdqn.agent.schedules import PiecewiseLinearSchedule
 
 
 class TableQ(nn.Module):

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from emdqn.memory import EpisodicMemory
-from emdqn.memory_index import hash_points, unique_rows
+from emdqn.agent.memory import EpisodicMemory
+from emdqn.agent.memory_index import hash_points, unique_rows
 
 OBS_SHAPE = (4, 84, 84)
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from emdqn.config import ConfigError, validate
-from emdqn.envs import MINATAR_GAMES, make_env, minatar_id
-from emdqn.networks import MinAtarCNN, build_q_network
+from emdqn.config.checks import ConfigError, validate
+from emdqn.envs.make import MINATAR_GAMES, make_env, minatar_id
+from emdqn.agent.networks import MinAtarCNN, build_q_network
 from tests.conftest import compose_config, run_train
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from emdqn.replay import ReplayBuffer
+from emdqn.agent.replay import ReplayBuffer
 
 STACK = 4
 

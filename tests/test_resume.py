@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from emdqn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, saved_replay
+from emdqn.run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, saved_replay
 from tests.conftest import ROOT, compose_config, run_train, small_parts
 from tests.test_faults import metrics_without_clock
 
@@ -87,8 +87,8 @@ def test_a_run_saved_with_the_speed_switches_under_model_resumes_with_them_under
     """Runs saved when compile/channels_last/onednn_linear were model keys resume unchanged."""
     from omegaconf import OmegaConf
 
-    from emdqn.config import validate
-    from emdqn.train import merge_resume_config
+    from emdqn.config.checks import validate
+    from emdqn.run.train import merge_resume_config
 
     composed = compose_config(["env=pong"])
     saved = OmegaConf.to_container(composed, resolve=True)  # as config.yaml holds it, untyped
@@ -214,9 +214,9 @@ def test_a_run_extended_by_resume_ends_with_the_memory_of_one_uninterrupted_run(
 
 
 def test_a_checkpoint_rewrites_only_the_replay_chunks_that_changed(tmp_path, monkeypatch):
-    import emdqn.replay_files
+    import emdqn.run.replay_files
 
-    monkeypatch.setattr(emdqn.replay_files, "CHUNK_SLOTS", 16)
+    monkeypatch.setattr(emdqn.run.replay_files, "CHUNK_SLOTS", 16)
     collector, learner = small_parts()  # 100 slots: chunks 0-6 of 16 slots
 
     def saved_files():

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from emdqn.checkpoint import load_checkpoint
+from emdqn.run.checkpoint import load_checkpoint
 from tests.conftest import ROOT, run_train
 from tests.slurm_cluster import PARTITION, Cluster, missing_parts
 from tests.test_faults import metrics_without_clock

@@ -9,8 +9,10 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from emdqn.compare import compare, main as compare_main
-from emdqn.sweeps_path import register_sweeps
-from tests.conftest import CONF, run_train
+from emdqn.config.sweeps_path import register_sweeps
+from tests.conftest import ROOT, run_train
+
+CONF = ROOT / "conf"
 
 TINY = ["env=cartpole", "model=mlp", "agent.total_steps=400", "agent.learning_starts=100", "buffer.capacity=500",
         "eval.episodes=0", "checkpoint.save_replay=false", "trainer.log_every_steps=100"]

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from emdqn.checkpoint import load_checkpoint
+from emdqn.run.checkpoint import load_checkpoint
 
 from tests.conftest import optimizer_steps, run_train
 

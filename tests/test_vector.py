@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from emdqn.checkpoint import load_checkpoint, restore, save_checkpoint, saved_replay
-from emdqn.config import ConfigError, validate
-from emdqn.collector import Collector, greedy_actions
-from emdqn.learner import Learner
-from emdqn.vector import AleVectorEnvs, SerialEnvs, make_envs
+from emdqn.run.checkpoint import load_checkpoint, restore, save_checkpoint, saved_replay
+from emdqn.config.checks import ConfigError, validate
+from emdqn.agent.collector import Collector, greedy_actions
+from emdqn.agent.learner import Learner
+from emdqn.envs.vector import AleVectorEnvs, SerialEnvs, make_envs
 from tests.conftest import compose_config, optimizer_steps, run_train
 
 

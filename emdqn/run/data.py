@@ -1,7 +1,7 @@
 """The LightningDataModule: a thin adapter that streams the collector's replay batches.
 
 The RL loop itself (acting, env steps, replay adds, memory writes) is
-:class:`emdqn.collector.Collector`; this module only hands its batches to Lightning.
+:class:`emdqn.agent.collector.Collector`; this module only hands its batches to Lightning.
 ``num_workers`` stays 0: the buffer must live in the training process.
 """
 
@@ -13,8 +13,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from emdqn.collector import Collector
-from emdqn.update import Batch
+from emdqn.agent.collector import Collector
+from emdqn.agent.loss import Batch
 
 
 class ExperienceStream(IterableDataset):

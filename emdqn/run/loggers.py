@@ -50,7 +50,7 @@ class MetricsCSVLogger(Logger):
                     raise ValueError("no step column")
                 rows = [row for row in reader if row.get("step") not in (None, "") and int(float(row["step"])) <= step]
         except (ValueError, TypeError, csv.Error, UnicodeDecodeError) as error:
-            from emdqn.checkpoint import CheckpointError
+            from emdqn.run.checkpoint import CheckpointError
 
             raise CheckpointError(f"{self.path} is garbled ({error}): move it aside to resume with a new metrics "
                                   "file, or restore it") from None

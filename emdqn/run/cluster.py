@@ -3,7 +3,7 @@
 A job gets SIGUSR2 ``hydra.launcher.signal_delay_s`` before its time limit (submitit asks
 SLURM for it) and SIGTERM when it is preempted or requeued (``scontrol requeue``). In both
 cases the run finishes its env step and writes its checkpoint (:class:`StopSignals` in
-``emdqn.train``), then:
+``emdqn.run.train``), then:
 
 * at SIGUSR2, submitit's own handler takes over: it requeues the job (``max_num_timeout``
   times at most) and ends the process;

@@ -8,7 +8,7 @@ original one-step target). ``l`` is the Huber loss (delta 1) of the original. Th
 term of a miss is zero; by default both terms are averaged over the whole batch as the
 original does, so the memory term's effective weight is beta x hit rate
 (``memory.average=hits`` averages over hits). Truncated episodes bootstrap; only
-termination cuts the target. The LightningModule and the benchmarks both call these.
+termination cuts the target. :class:`emdqn.agent.learner.Learner` calls these.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def td_targets(target_network: nn.Module, online_network: nn.Module | None,
 
 
 def elementwise_loss(kind: str, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``kind``: one of :data:`emdqn.choices.LOSSES` (Huber with delta 1, or squared error)."""
+    """``kind``: one of :data:`emdqn.config.choices.LOSSES` (Huber with delta 1, or squared error)."""
     if kind == "huber":
         return F.huber_loss(prediction, target, reduction="none", delta=1.0)
     return F.mse_loss(prediction, target, reduction="none")
@@ -129,10 +129,3 @@ def compute_gradients(loss: torch.Tensor, parameters: Sequence[nn.Parameter], gr
     (backward or torch.Tensor.backward)(loss)
     if grad_clip_norm is not None:
         clip_grad_norm_per_tensor(parameters, grad_clip_norm)
-
-
-def apply_gradients(loss: torch.Tensor, parameters: Sequence[nn.Parameter], optimizer: Any,
-                    grad_clip_norm: float | None, backward: Callable[[torch.Tensor], None] | None = None) -> None:
-    """One optimizer step on ``loss``: :func:`compute_gradients`, then ``optimizer.step()``."""
-    compute_gradients(loss, parameters, grad_clip_norm, backward)
-    optimizer.step()

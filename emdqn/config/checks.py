@@ -12,9 +12,9 @@ from typing import Any, Iterator, NamedTuple, Sequence
 
 from omegaconf import DictConfig, FloatNode, IntegerNode, ListConfig, OmegaConf
 
-from emdqn.choices import (ATARI_FRAMES, ENV_KINDS, IMAGE_MODELS, LOSSES, MATCH_MODES, MEMORY_AVERAGES,
+from emdqn.config.choices import (ATARI_FRAMES, ENV_KINDS, IMAGE_MODELS, LOSSES, MATCH_MODES, MEMORY_AVERAGES,
                            MINATAR_ACTION_SETS, MINATAR_GAMES, MODEL_NAMES, PADDINGS, PRECISIONS)
-from emdqn.schema import unknown_keys
+from emdqn.config.schema import unknown_keys
 
 DEFAULT_LAMBDA = 0.1  # the paper's and the original code's memory weight
 
@@ -84,7 +84,7 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("emdqn_learning_starts", default_learning_starts, replace=True)
 
     def minatar_env_id(game: str, action_set: str) -> str:
-        from emdqn.envs import minatar_id
+        from emdqn.envs.make import minatar_id
 
         return minatar_id(game, action_set)
 
@@ -231,14 +231,14 @@ def validate(cfg: DictConfig) -> None:
             _fail("env.action_set", env.action_set, "full (6 actions, -v0) or minimal (-v1)")
     if OmegaConf.is_missing(env, "id"):
         _fail("env.id", "???", "a gymnasium id such as PongNoFrameskip-v4 (env=atari needs env.id=...)")
-    from emdqn.envs import check_env_id
+    from emdqn.envs.make import check_env_id
 
     try:
         check_env_id(env.id)
     except ValueError as error:
         raise ConfigError(str(error)) from None
     if env.kind in ("classic", "toy_text"):
-        from emdqn.envs import untrainable_reason
+        from emdqn.envs.make import untrainable_reason
 
         if (reason := untrainable_reason(env.id)) is not None:
             _fail("env.id", env.id, f"an env DQN can train; {reason} (python -m emdqn.envs lists those it can)")
@@ -247,7 +247,7 @@ def validate(cfg: DictConfig) -> None:
         _fail("env.num_envs", num_envs, f"at most buffer.capacity / 2 ({capacity // 2}): each env keeps "
               "its own share of the replay buffer")
     if env.kind == "atari" and num_envs > 1:
-        from emdqn.vector import ALE_VECTOR_KWARGS, unsupported_vector_kwargs
+        from emdqn.envs.vector import ALE_VECTOR_KWARGS, unsupported_vector_kwargs
 
         unsupported = unsupported_vector_kwargs(env)
         if unsupported:

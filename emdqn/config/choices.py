@@ -1,6 +1,6 @@
 """The allowed values of the config's choice keys, defined once.
 
-The validation (:mod:`emdqn.config`) and the parts that act on a value (networks, memory,
+The validation (:mod:`emdqn.config.checks`) and the parts that act on a value (networks, memory,
 envs, the update) import them from here; this module imports nothing, so checking a
 config stays fast.
 """

@@ -8,9 +8,9 @@
 Each env step: epsilon-greedy actions for every env (one batched forward pass when some
 env acts greedily), the envs step, every transition goes to the replay buffer with the
 memory key of the observation it was taken from, and the memory feed
-(:mod:`emdqn.memory_feed`) sees the step (it writes an episode that terminated). A sampled
+(:mod:`emdqn.agent.memory_feed`) sees the step (it writes an episode that terminated). A sampled
 batch carries H(s, a) and the hit mask from the feed. With ``memory=none`` the feed is
-:class:`~emdqn.memory_feed.NoMemory`: the same loop, nothing kept. Env steps are the clock
+:class:`~emdqn.agent.memory_feed.NoMemory`: the same loop, nothing kept. Env steps are the clock
 of the epsilon schedule, the updates, the logs and the budget.
 """
 
@@ -25,13 +25,13 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from emdqn.cadence import Cadence, crossings
-from emdqn.memory_feed import EpisodicFeed, NoMemory, build_memory_feed
-from emdqn.metrics import ProgressReporter, log_metrics
-from emdqn.replay import MultiEnvReplay, ReplaySample
-from emdqn.schedules import PiecewiseLinearSchedule
-from emdqn.update import Batch
-from emdqn.vector import make_envs
+from emdqn.agent.cadence import Cadence, crossings
+from emdqn.agent.memory_feed import EpisodicFeed, NoMemory, build_memory_feed
+from emdqn.agent.metrics import ProgressReporter, log_metrics
+from emdqn.agent.replay import MultiEnvReplay, ReplaySample
+from emdqn.agent.schedules import PiecewiseLinearSchedule
+from emdqn.agent.loss import Batch
+from emdqn.envs.vector import make_envs
 
 
 @dataclass

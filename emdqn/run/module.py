@@ -1,4 +1,4 @@
-"""The LightningModule: a thin adapter that hands the Trainer the :class:`~emdqn.learner.Learner`.
+"""The LightningModule: a thin adapter that hands the Trainer the :class:`~emdqn.agent.learner.Learner`.
 
 Each training step takes one replay batch from the collector's stream and gives it to the
 learner (one gradient step), then logs the loss parts when a row is due. The update goes
@@ -14,10 +14,10 @@ import torch
 from pytorch_lightning.strategies import SingleDeviceStrategy
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
-from emdqn.choices import PRECISIONS
-from emdqn.config import MemoryWeights
-from emdqn.learner import Learner
-from emdqn.metrics import log_metrics
+from emdqn.config.choices import PRECISIONS
+from emdqn.config.checks import MemoryWeights
+from emdqn.agent.learner import Learner
+from emdqn.agent.metrics import log_metrics
 
 
 class EMDQNModule(pl.LightningModule):

@@ -17,19 +17,19 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from emdqn.cadence import Cadence
-from emdqn.checkpoint import checkpoint_path, load_checkpoint, restore, save_best_weights, save_checkpoint
-from emdqn.cli import quiet_third_party_output, run_files_in, taken_folder_message
-from emdqn.cluster import JobEnded, in_slurm_job, requeued_attempt, requeued_by_slurm
-from emdqn.config import (ConfigError, MemoryWeights, budget_warnings, read_run_config, resolve_memory_weights,
+from emdqn.agent.cadence import Cadence
+from emdqn.run.checkpoint import checkpoint_path, load_checkpoint, restore, save_best_weights, save_checkpoint
+from emdqn.run.cli import quiet_third_party_output, run_files_in, taken_folder_message
+from emdqn.run.cluster import JobEnded, in_slurm_job, requeued_attempt, requeued_by_slurm
+from emdqn.config.checks import (ConfigError, MemoryWeights, budget_warnings, read_run_config, resolve_memory_weights,
                           validate)
-from emdqn.collector import Collector, RunControl
-from emdqn.data import EarlyEnvStep, EMDQNDataModule
+from emdqn.agent.collector import Collector, RunControl
+from emdqn.run.data import EarlyEnvStep, EMDQNDataModule
 from emdqn.evaluate import evaluate
-from emdqn.loggers import MetricsCSVLogger, build_wandb_logger, finish_wandb, run_name
-from emdqn.metrics import EvaluationPlan, log_metrics
-from emdqn.learner import Learner
-from emdqn.module import EMDQNModule
+from emdqn.run.loggers import MetricsCSVLogger, build_wandb_logger, finish_wandb, run_name
+from emdqn.agent.metrics import EvaluationPlan, log_metrics
+from emdqn.agent.learner import Learner
+from emdqn.run.module import EMDQNModule
 
 log = logging.getLogger("emdqn")
 
@@ -247,7 +247,7 @@ def check_storage(cfg: DictConfig, collector: Collector, learner: Learner, run_d
 class StopSignals:
     """First SIGINT/SIGTERM (and, in a SLURM job, submitit's SIGUSR2 before the time limit):
     finish the env step, checkpoint, exit. A second SIGINT aborts. :meth:`hand_over` then
-    ends the process as the signal asks (see :mod:`emdqn.cluster`)."""
+    ends the process as the signal asks (see :mod:`emdqn.run.cluster`)."""
 
     def __init__(self, control: RunControl):
         self.control = control

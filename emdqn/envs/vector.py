@@ -3,7 +3,7 @@
 The data loop acts for all of them with one batched forward pass and counts every
 sub-environment step as one env step. Two implementations:
 
-* :class:`SerialEnvs` steps our own wrapped envs (:func:`emdqn.envs.make_env`) one after
+* :class:`SerialEnvs` steps our own wrapped envs (:func:`emdqn.envs.make.make_env`) one after
   another. ``num_envs=1`` (the original setting) and the flat games use it; it pickles,
   emulator state included, so a resumed run continues bit-exactly.
 * :class:`AleVectorEnvs` runs Atari games in ale-py's C++ vector environment, which steps
@@ -32,7 +32,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from emdqn.envs import make_env, real_episode_stats
+from emdqn.envs.make import make_env, real_episode_stats
 
 # env.kwargs that ale-py's vector env understands (others only work with num_envs=1).
 ALE_VECTOR_KWARGS = ("repeat_action_probability", "full_action_space", "max_num_frames_per_episode")

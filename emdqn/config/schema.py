@@ -3,7 +3,7 @@
 Each YAML option of a group starts from its schema (``defaults: [/emdqn_<group>_schema@_here_]``),
 so Hydra refuses, while composing, a key that does not exist and a value of the wrong type
 (``agent.batch_size=abc``) before any code runs. The values and their comments stay in the
-YAML files; the ranges and the rules between keys are checked by :func:`emdqn.config.validate`.
+YAML files; the ranges and the rules between keys are checked by :func:`emdqn.config.checks.validate`.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from emdqn.aggregates import DISTRIBUTION_AGGREGATES, format_interval
+from emdqn.analysis.aggregates import DISTRIBUTION_AGGREGATES, format_interval
 
 
 def _interval(value: float, interval: tuple[float, float], integer: bool = False) -> str:

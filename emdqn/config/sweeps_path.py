@@ -12,7 +12,7 @@ from hydra.core.config_search_path import ConfigSearchPath
 from hydra.core.plugins import Plugins
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SWEEPS_DIR = REPO_ROOT / "sweeps"
 # A folder whose only entry is a link to sweeps/: Hydra lists every folder under a search
 # path root as a config group, so the repository root itself would add outputs/, .git/, ...

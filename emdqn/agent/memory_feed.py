@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from emdqn.memory import EpisodicMemory
+from emdqn.agent.memory import EpisodicMemory
 
 
 class EpisodicFeed:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from emdqn.choices import MODEL_NAMES, PADDINGS
+from emdqn.config.choices import MODEL_NAMES, PADDINGS
 
 
 def tf_same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:

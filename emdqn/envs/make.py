@@ -25,7 +25,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from emdqn.choices import ENV_KINDS, MINATAR_GAMES
+from emdqn.config.choices import ENV_KINDS, MINATAR_GAMES
 
 try:  # ale-py >= 0.9 ships the ROMs; registering is a no-op when already done.
     import ale_py
@@ -395,16 +395,3 @@ def available_envs() -> dict[str, list[str]]:
         elif ("classic_control" in entry or "toy_text" in entry) and untrainable_reason(env_id) is None:
             families["classic control and toy text (model=mlp)"].append(env_id)
     return families
-
-
-if __name__ == "__main__":
-    import sys
-
-    if sys.argv[1:]:
-        print("python -m emdqn.envs: the environments this machine can train, by family, and the config that "
-              "plays each (no arguments)", file=sys.stderr if sys.argv[1] not in ("-h", "--help") else sys.stdout)
-        sys.exit(0 if sys.argv[1] in ("-h", "--help") else 2)
-    for family, ids in available_envs().items():
-        print(f"{family}: {len(ids)}")
-        print("    " + ", ".join(ids))
-    print(f"MinAtar games: {', '.join(MINATAR_GAMES)}; ALE/<Game>-v5 ids work too (with our frame skip)")

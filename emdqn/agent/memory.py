@@ -17,7 +17,7 @@ How it differs from the original code, and why:
   exactly representable in float64, so the key of an observation is bit-identical whatever
   batch it is projected in or whatever order BLAS sums in.
 * **An index that sees every write at once**, searched by exact key bytes: see
-  :mod:`emdqn.memory_index`.
+  :mod:`emdqn.agent.memory_index`.
 * **LRU without an O(capacity) scan per insert.** When an action's table overflows, its
   least-recently-used entries are evicted in one vectorized pass that takes out at least
   ``evict_fraction`` of the capacity, so the scan is paid once per many inserts.
@@ -32,8 +32,8 @@ from typing import Any, Sequence
 import numpy as np
 from scipy.signal import lfilter
 
-from emdqn.choices import MATCH_MODES
-from emdqn.memory_index import TreeLevel, find_equal, find_within, unique_rows
+from emdqn.config.choices import MATCH_MODES
+from emdqn.agent.memory_index import TreeLevel, find_equal, find_within, unique_rows
 
 ACTION_SEPARATION = 1e12
 _PROJECTION_SCALE = 2.0 ** 16

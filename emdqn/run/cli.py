@@ -72,7 +72,7 @@ def resume_group_choices(argv: list[str], run_dir: Path) -> list[str]:
     groups, not the defaults'."""
     from omegaconf import OmegaConf
 
-    conf = Path(__file__).resolve().parents[1] / "conf"
+    conf = Path(__file__).resolve().parents[2] / "conf"
     try:
         saved = OmegaConf.load(run_dir / "config.yaml")
     except Exception:  # train() says what is wrong with the file
@@ -92,8 +92,8 @@ SHORT_ERRORS = "EMDQN_SHORT_ERRORS"
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
-    from emdqn.checkpoint import CheckpointError
-    from emdqn.config import ConfigError
+    from emdqn.run.checkpoint import CheckpointError
+    from emdqn.config.checks import ConfigError
 
     return ConfigError, CheckpointError, FileExistsError
 
@@ -117,7 +117,7 @@ def report_user_errors() -> Iterator[None]:
     except Exception as error:
         if not isinstance(error, user_error_types()):
             raise
-        from emdqn.cluster import in_slurm_job
+        from emdqn.run.cluster import in_slurm_job
 
         if in_slurm_job() and not wants_tracebacks():
             # An exception reaches the sweep as the job's result (an exit would leave none);
@@ -141,7 +141,7 @@ def one_line_errors() -> Iterator[None]:
     os.environ["HYDRA_FULL_ERROR"] = os.environ[SHORT_ERRORS] = "1"
     from hydra.errors import HydraException
 
-    from emdqn.cluster import failed_job_line
+    from emdqn.run.cluster import failed_job_line
 
     started, argv = time.time(), list(sys.argv)
     try:
@@ -163,7 +163,7 @@ def composition_error_line(error: BaseException) -> str:
     like our own rejections (``agent.batch_size='abc' is not allowed: an integer``)."""
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
-    from emdqn.schema import not_a_config_key
+    from emdqn.config.schema import not_a_config_key
 
     cause = error.__cause__
     key = getattr(cause, "full_key", None)

@@ -4,7 +4,7 @@
     losses = learner.update(batch)      # one gradient step; the mean losses when a log row is due
     learner.state_dict()                # networks, Adam, cadences, keep-best: an exact resume
 
-One update: the EMDQN loss of the batch (:mod:`emdqn.update`), backward, per-tensor clipping,
+One update: the EMDQN loss of the batch (:mod:`emdqn.agent.loss`), backward, per-tensor clipping,
 Adam with the lr of the env step's schedule, the target sync every ``agent.target_update`` env
 steps. The LightningModule wraps it for the Trainer; the benchmarks time it bare.
 """
@@ -17,12 +17,12 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from emdqn.cadence import Cadence
-from emdqn.config import MemoryWeights, resolve_memory_weights
-from emdqn.networks import build_q_network
-from emdqn.schedules import PiecewiseLinearSchedule
-from emdqn.update import (LOGGED_PARTS, METRIC_NAMES, Batch, NonFiniteLossError, apply_gradients,
-                          build_optimizer, emdqn_loss)
+from emdqn.agent.cadence import Cadence
+from emdqn.config.checks import MemoryWeights, resolve_memory_weights
+from emdqn.agent.networks import build_q_network
+from emdqn.agent.schedules import PiecewiseLinearSchedule
+from emdqn.agent.loss import (LOGGED_PARTS, METRIC_NAMES, Batch, NonFiniteLossError, build_optimizer,
+                          compute_gradients, emdqn_loss)
 
 
 class Learner:
@@ -73,11 +73,11 @@ class Learner:
         where its hooks are in use (the same arithmetic); this learner's own otherwise.
         """
         env_step = self._last_env_step = batch.env_step
-        parts = emdqn_loss(self._train_q, self._train_target, batch, **self.loss_settings)
+        parts = self.gradients(batch, backward)
         if self._lr_factor is not None:
             for group in self.optimizer.param_groups:
                 group["lr"] = self._base_lr * self._lr_factor(env_step)
-        apply_gradients(parts["loss"], self._parameters, optimizer or self.optimizer, self.grad_clip_norm, backward)
+        (optimizer or self.optimizer).step()
         # One device-to-host read per step, once all of its work is queued: on a GPU a check
         # before the backward pass would stall the queue. A non-finite step is never saved:
         # the error ends the run before any checkpoint is written.
@@ -93,6 +93,13 @@ class Learner:
             self._sums[name] = self._sums.get(name, 0.0) + value
         self._count += 1
         return self.mean_losses() if self.log_cadence.due(env_step) else None
+
+    def gradients(self, batch: Batch, backward: Callable[[torch.Tensor], None] | None = None
+                  ) -> dict[str, torch.Tensor]:
+        """The loss of ``batch`` and its parts, with the clipped gradients in the online network."""
+        parts = emdqn_loss(self._train_q, self._train_target, batch, **self.loss_settings)
+        compute_gradients(parts["loss"], self._parameters, self.grad_clip_norm, backward)
+        return parts
 
     def sync_target(self) -> None:
         self.target_network.load_state_dict(self.q_network.state_dict())

@@ -9,7 +9,7 @@ A checkpoint is a set of files and the manifest that names them:
 * ``weights_<env step>.pt``: the online network's weights alone (tensors only, loadable with
   ``torch.load(weights_only=True)``): evaluation reads only this file;
 * ``replay/``: the replay buffer in chunk files (up to 7 GB for a 1M Atari buffer), each
-  rewritten only when the buffer changed in it (:mod:`emdqn.replay_files`);
+  rewritten only when the buffer changed in it (:mod:`emdqn.run.replay_files`);
 * ``manifest.json``: the env step, the run's config, and the size and SHA-256 of every
   file above, each hashed as it was written.
 
@@ -42,7 +42,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from emdqn.replay_files import ReplayFilesPlan, load_replay, remove_unnamed, replay_bytes
+from emdqn.run.replay_files import ReplayFilesPlan, load_replay, remove_unnamed, replay_bytes
 
 log = logging.getLogger("emdqn")
 
