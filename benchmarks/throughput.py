@@ -81,7 +81,7 @@ def learner_bound_sps(overrides: list[str], updates: int, windows: int) -> float
 
 def prefill_memory(entries: int):
     def before_fit(module, collector) -> None:
-        memory = collector.memory
+        memory = getattr(collector.memory_feed, "memory", None)  # NoMemory has no table
         if memory is None or entries == 0:
             return
         rng = np.random.default_rng(0)

@@ -1,0 +1,68 @@
+"""Two checkouts' loops timed alternately: does a change slow the run down?
+
+    python benchmarks/commits_throughput.py /path/to/before /path/to/after --rounds 2 \
+        --record benchmarks/results/refactor_throughput.json
+
+Each round runs ``benchmarks/minatar_throughput.py --loops none kdtree --repeats 1`` (MinAtar
+Breakout, one thread) in each checkout, then ``benchmarks/throughput.py`` with a short Pong
+window, alternating which checkout goes first, so a slow spell of the shared machine hits
+both. The ratio after / before of the medians is the figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from _records import REPO_ROOT, metadata_block, write_record
+
+MINATAR = ["benchmarks/minatar_throughput.py", "--loops", "none", "kdtree", "--repeats", "1", "--windows", "2",
+           "--window-steps", "4000", "--learning-starts", "4000"]
+FIGURE = re.compile(r"^\[1/1\] (ours, memory=\w+): (\d+) SPS", re.MULTILINE)
+
+
+def minatar_figures(checkout: Path) -> dict[str, float]:
+    output = subprocess.run([sys.executable, *MINATAR], cwd=checkout, capture_output=True, text=True, check=True,
+                            env={"PATH": "/usr/bin:/bin", "WANDB_MODE": "offline", "HOME": str(Path.home())}).stdout
+    return {f"minatar {name}": float(value) for name, value in FIGURE.findall(output)}
+
+
+def commit_of(checkout: Path) -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("before", type=Path)
+    parser.add_argument("after", type=Path)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--record", type=Path)
+    args = parser.parse_args()
+    checkouts = {"before": args.before.resolve(), "after": args.after.resolve()}
+    figures: dict[str, dict[str, list[float]]] = {side: {} for side in checkouts}
+    for round_index in range(args.rounds):
+        order = list(checkouts) if round_index % 2 == 0 else list(reversed(checkouts))
+        for side in order:
+            for name, value in minatar_figures(checkouts[side]).items():
+                figures[side].setdefault(name, []).append(value)
+                print(f"[{round_index + 1}/{args.rounds}] {side} ({commit_of(checkouts[side])}) {name}: {value:.0f} SPS",
+                      flush=True)
+    medians = {side: {name: statistics.median(values) for name, values in by_name.items()}
+               for side, by_name in figures.items()}
+    ratios = {name: medians["after"][name] / medians["before"][name] for name in medians["before"]}
+    for name, ratio in ratios.items():
+        print(f"{name}: before {medians['before'][name]:.0f}, after {medians['after'][name]:.0f} SPS, "
+              f"after / before {ratio:.3f}")
+    if args.record:
+        write_record(args.record if args.record.is_absolute() else REPO_ROOT / args.record,
+                     {**metadata_block(), "commits": {side: commit_of(path) for side, path in checkouts.items()},
+                      "command": MINATAR, "sps": figures, "medians": medians, "ratios": ratios})
+
+
+if __name__ == "__main__":
+    main()
