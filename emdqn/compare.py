@@ -33,90 +33,19 @@ optimality gap of the HNS, each with its interval.
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from omegaconf import OmegaConf
 
 from emdqn.analysis.aggregates import bootstrap_mean_interval
+from emdqn.analysis.runs import Run, find_runs
 from emdqn.analysis.tables import write_table, write_task_tables
 
-RETURN_KEY = "charts/episodic_return"
-EVAL_KEY = "eval/episodic_return"
 # Keys that differ between runs without defining an experimental condition.
 NOT_CONDITIONS = ("seed", "name", "resume", "allow_config_change", "trainer.", "logger.", "checkpoint.", "hydra.")
-
-
-@dataclass
-class Run:
-    path: Path
-    config: dict[str, Any]
-    steps: np.ndarray
-    returns: np.ndarray
-    eval_return: float | None
-    group: tuple = field(default=())
-
-
-def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = value if not isinstance(value, list) else str(value)
-    return flat
-
-
-def load_run(path: Path) -> Run:
-    """Read one run folder; ValueError says why it cannot be used."""
-    config_file, metrics_file = path / "config.yaml", path / "metrics.csv"
-    if not metrics_file.exists():
-        raise ValueError("no metrics.csv")
-    try:
-        config = flatten(OmegaConf.to_container(OmegaConf.load(config_file), resolve=False))
-    except Exception as error:
-        raise ValueError(f"unreadable config.yaml ({error})") from None
-    steps, returns, eval_return = [], [], None
-    try:
-        with metrics_file.open(newline="") as file:
-            for row in csv.DictReader(file):
-                if row.get(RETURN_KEY):
-                    steps.append(float(row["step"]))
-                    returns.append(float(row[RETURN_KEY]))
-                if row.get(EVAL_KEY):
-                    eval_return = float(row[EVAL_KEY])
-    except (csv.Error, ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"unreadable metrics.csv ({error})") from None
-    if not returns:
-        raise ValueError(f"no {RETURN_KEY} rows (no finished game yet)")
-    return Run(path, config, np.asarray(steps), np.asarray(returns), eval_return)
-
-
-def find_runs(paths: Sequence[Path]) -> tuple[list[Run], list[tuple[Path, str]]]:
-    runs, skipped = [], []
-    for root in paths:
-        if not root.exists():
-            skipped.append((root, "does not exist"))
-            continue
-        candidates = sorted({p.parent for p in root.rglob("config.yaml") if ".hydra" not in p.parts}
-                            | {p.parent for p in root.rglob("metrics.csv")})
-        if not candidates:
-            skipped.append((root, "no run folder (config.yaml) inside"))
-        for folder in candidates:
-            if not (folder / "config.yaml").exists():
-                skipped.append((folder, "no config.yaml"))
-                continue
-            try:
-                runs.append(load_run(folder))
-            except ValueError as reason:
-                skipped.append((folder, str(reason)))
-    return runs, skipped
 
 
 def condition_keys(runs: Sequence[Run], task_key: str | None = None) -> list[str]:

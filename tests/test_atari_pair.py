@@ -1,4 +1,4 @@
-"""benchmarks/atari_pair.py, the Pong pair's driver, on a tiny CartPole budget: a stopped
+"""benchmarks/experiments/atari_pair.py, the Pong pair's driver, on a tiny CartPole budget: a stopped
 pair continues from its checkpoints, a lost run folder restarts and its record says so, a
 finished pair is skipped."""
 
@@ -12,7 +12,7 @@ import time
 
 from tests.conftest import ROOT
 
-DRIVER = ROOT / "benchmarks" / "atari_pair.py"
+DRIVER = ROOT / "benchmarks" / "experiments" / "atari_pair.py"
 
 
 def driver(tmp_path, steps=6000):

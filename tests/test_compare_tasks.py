@@ -95,7 +95,7 @@ def test_the_suite_report_calls_the_memory_ahead_behind_or_tied_only_with_three_
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "experiments"))
     from minatar_report import memory_effects
 
     def row(finals):

@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "benchmarks" / "experiments"))
 
-from _records import write_record  # noqa: E402
+from emdqn.analysis.records import write_record  # noqa: E402
 from minatar_lambda import lambda_table  # noqa: E402
 from minatar_report import docs_of, readme_of  # noqa: E402
 from minatar_suite import settings_mismatch  # noqa: E402
@@ -39,7 +39,7 @@ def test_a_results_folder_refuses_a_grid_of_another_budget_or_other_overrides(tm
 
 def test_the_suite_refuses_a_mismatched_grid_in_one_line_before_any_run(tmp_path):
     write_record(tmp_path / "results" / "runs" / "breakout__dqn__s0.json", record(arm="dqn"))
-    finished = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "minatar_suite.py"), "--steps", "1000",
+    finished = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "experiments" / "minatar_suite.py"), "--steps", "1000",
                                "--out", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs")],
                               capture_output=True, text=True, timeout=120)
     assert finished.returncode == 2

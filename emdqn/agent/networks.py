@@ -47,7 +47,7 @@ class OneDNNLinear(nn.Linear):
 
     PyTorch sends fp32 CPU matrix products to MKL, which on AMD CPUs takes a path without
     AVX-512; oneDNN (the library PyTorch's convolutions already use) does not
-    (``benchmarks/linear_backends.py`` measures both; docs/performance.md has the figures).
+    (``benchmarks/speed/linear_backends.py`` measures both; docs/performance.md has the figures).
     Same parameters and state-dict keys; the sums are still fp32, in another order (outputs
     agree with ``F.linear`` within fp32 rounding, tested). Elsewhere (GPU, autocast, other
     dtypes, N-d inputs, inside ``torch.compile``, whose CPU backend lowers this op only

@@ -1,8 +1,8 @@
 """The framework's own per-step cost, where a small network exposes it: MinAtar Breakout.
 
-    python benchmarks/minatar_throughput.py                      # about 5 minutes on 2 cores
-    python benchmarks/minatar_throughput.py --repeats 3 --record benchmarks/results/minatar_throughput.json
-    python benchmarks/minatar_throughput.py --loops none kdtree   # ours only (e.g. two commits alternating)
+    python benchmarks/speed/minatar_throughput.py                      # about 5 minutes on 2 cores
+    python benchmarks/speed/minatar_throughput.py --repeats 3 --record benchmarks/results/minatar_throughput.json
+    python benchmarks/speed/minatar_throughput.py --loops none kdtree   # ours only (e.g. two commits alternating)
 
 Three loops play and learn with the same settings (``experiment=minatar``: MinAtar's
 network, batch 32, one Adam step per 4 env steps, Huber loss, target sync every 4,000 env
@@ -35,8 +35,10 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _common import compose_config, quiet_logs
-from _records import REPO_ROOT, metadata_block, write_record
+from _common import compose_config
+
+from emdqn.analysis.script_support import quiet_logs
+from emdqn.analysis.records import REPO_ROOT, metadata_block, write_record
 
 import emdqn.envs.make  # noqa: F401  (registers the MinAtar ids)
 from emdqn.agent.networks import MinAtarCNN

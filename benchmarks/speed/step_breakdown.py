@@ -1,7 +1,7 @@
 """Where the time of one gradient step goes, inside a real training run on Pong.
 
-    python benchmarks/step_breakdown.py                  # env.num_envs=4, padding valid, memory=kdtree
-    python benchmarks/step_breakdown.py env.num_envs=1 model.padding=same memory=none
+    python benchmarks/speed/step_breakdown.py                  # env.num_envs=4, padding valid, memory=kdtree
+    python benchmarks/speed/step_breakdown.py env.num_envs=1 model.padding=same memory=none
 
 The run has the settings of ``throughput.py`` (batch 32, one update per 4 env steps,
 epsilon 0.01, the memory pre-filled with ``--memory-entries`` keys). The parts of the loop
@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from _common import compose_config, quiet_logs
-from throughput import COMMON, prefill_memory
+from _common import compose_config
+
+from emdqn.analysis.script_support import quiet_logs
+from _common import COMMON, prefill_memory
 
 import emdqn.agent.collector
 import emdqn.run.module

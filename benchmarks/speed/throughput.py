@@ -1,8 +1,8 @@
 """Training throughput on Pong, measured in one run on this machine, and the ratios.
 
-    python benchmarks/throughput.py --window-steps 2000 --windows 3   # about 25 minutes on 2 cores
-    python benchmarks/throughput.py --skip-sb3 --repeats 1
-    python benchmarks/throughput.py trainer.precision=bf16-mixed      # our loops and bounds in bf16-mixed
+    python benchmarks/speed/throughput.py --window-steps 2000 --windows 3   # about 25 minutes on 2 cores
+    python benchmarks/speed/throughput.py --skip-sb3 --repeats 1
+    python benchmarks/speed/throughput.py trainer.precision=bf16-mixed      # our loops and bounds in bf16-mixed
 
 Settings of every measurement: PongNoFrameskip-v4, batch 32, one gradient step every 4 env
 steps, Nature CNN, Adam, target every 40,000 steps, a 100k replay, and epsilon fixed at 0.01
@@ -38,13 +38,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import FixedBatchUpdate, compose_config, quiet_logs
+from _common import COMMON, FixedBatchUpdate, compose_config, prefill_memory
+
+from emdqn.analysis.script_support import quiet_logs
 
 from emdqn.run.train import train
 from emdqn.envs.vector import make_envs
 
-COMMON = ["env=pong", "buffer.capacity=100000", "agent.target_update=40000", "agent.exploration.schedule=[[0,0.01]]",
-          "eval.episodes=0", "logger=csv", "checkpoint.every_steps=0", "checkpoint.save_replay=false"]
+
 
 
 def env_only_sps(window_steps: int, windows: int, num_envs: int = 1) -> float:
@@ -77,20 +78,6 @@ def learner_bound_sps(overrides: list[str], updates: int, windows: int) -> float
         if window:  # the first window warms up
             rates.append(updates / (time.perf_counter() - start))
     return statistics.median(rates) * cfg.agent.train_freq
-
-
-def prefill_memory(entries: int):
-    def before_fit(module, collector) -> None:
-        memory = getattr(collector.memory_feed, "memory", None)  # NoMemory has no table
-        if memory is None or entries == 0:
-            return
-        rng = np.random.default_rng(0)
-        # Keys spread like real Pong keys (projections of uint8 stacks are ~1e4 in scale).
-        for start in range(0, entries, 1000):
-            n = min(1000, entries - start)
-            memory.add_episode(rng.normal(0, 5000, (n, memory.key_dim)).astype(np.float32),
-                               rng.integers(0, memory.num_actions, n), rng.normal(size=n), 0.99)
-    return before_fit
 
 
 def loop_sps(overrides: list[str], window_steps: int, windows: int, memory_entries: int, folder: Path) -> float:

@@ -1,7 +1,7 @@
 """Would playing the env steps in a second thread, during the gradient step, pay on this machine?
 
-    python benchmarks/overlap_acting.py                          # 1 env, padding valid
-    python benchmarks/overlap_acting.py model.padding=same env.num_envs=4
+    python benchmarks/speed/overlap_acting.py                          # 1 env, padding valid
+    python benchmarks/speed/overlap_acting.py model.padding=same env.num_envs=4
 
 A bare loop on Pong with the real network, loss, optimizer and envs, timed two ways in
 alternating repeats (``--repeats`` of each, ``--updates`` update cycles per repeat):
@@ -27,7 +27,7 @@ import time
 
 import torch
 from _common import FixedBatchUpdate, compose_config
-from throughput import COMMON
+from _common import COMMON
 
 from emdqn.envs.vector import make_envs
 

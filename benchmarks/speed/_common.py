@@ -1,11 +1,11 @@
-"""Helpers shared by the benchmark scripts."""
+"""What the speed probes share: a fixed batch through the run's Learner, the Pong loop's settings."""
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Sequence
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 
@@ -15,23 +15,6 @@ from emdqn.agent.learner import Learner
 from emdqn.agent.loss import Batch
 
 os.environ.setdefault("WANDB_MODE", "offline")  # a benchmark never logs in
-
-
-def end_with_parent() -> None:
-    """A worker process's initializer: the worker gets SIGTERM when its parent dies (killed by
-    ``timeout`` or a signal), instead of going on alone (Linux; elsewhere a no-op)."""
-    import ctypes
-    import signal
-
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def quiet_logs() -> None:
-    for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "emdqn"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def fixed_batch(obs_shape: Sequence[int] = (4, 84, 84), num_actions: int = 6, batch_size: int = 32,
@@ -73,3 +56,21 @@ class FixedBatchUpdate:
     def __call__(self) -> None:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             self.learner.update(self.batch)
+
+
+COMMON = ["env=pong", "buffer.capacity=100000", "agent.target_update=40000", "agent.exploration.schedule=[[0,0.01]]",
+          "eval.episodes=0", "logger=csv", "checkpoint.every_steps=0", "checkpoint.save_replay=false"]
+
+
+def prefill_memory(entries: int):
+    def before_fit(module, collector) -> None:
+        memory = getattr(collector.memory_feed, "memory", None)  # NoMemory has no table
+        if memory is None or entries == 0:
+            return
+        rng = np.random.default_rng(0)
+        # Keys spread like real Pong keys (projections of uint8 stacks are ~1e4 in scale).
+        for start in range(0, entries, 1000):
+            n = min(1000, entries - start)
+            memory.add_episode(rng.normal(0, 5000, (n, memory.key_dim)).astype(np.float32),
+                               rng.integers(0, memory.num_actions, n), rng.normal(size=n), 0.99)
+    return before_fit

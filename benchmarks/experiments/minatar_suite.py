@@ -1,8 +1,8 @@
 """EMDQN against DQN and n-step DQN on the five MinAtar games: the project's headline table.
 
-    python benchmarks/minatar_suite.py                      # run what is missing, then the report
-    python benchmarks/minatar_suite.py --report-only        # rebuild table and picture from the results
-    python benchmarks/minatar_suite.py --games breakout --seeds 0 --steps 100000 --out my_grid   # a grid of one's own
+    python benchmarks/experiments/minatar_suite.py                      # run what is missing, then the report
+    python benchmarks/experiments/minatar_suite.py --report-only        # rebuild table and picture from the results
+    python benchmarks/experiments/minatar_suite.py --games breakout --seeds 0 --steps 100000 --out my_grid   # a grid of one's own
 
 Arms (``experiment=minatar``, identical settings but for the arm's own keys):
 
@@ -18,7 +18,7 @@ downsampled learning curve, final figures and mean memory metrics) is written to
 ``<out>/runs/<game>__<arm>__s<seed>.json``; a run whose result exists is never redone, so
 the suite resumes where it stopped. After each launch the report
 (``<out>/table.md``, ``<out>/curves.png``, ``<out>/summary.json`` and the table in
-docs/results.md) is rebuilt from the result files alone (``benchmarks/minatar_report.py``);
+docs/results.md) is rebuilt from the result files alone (``benchmarks/experiments/minatar_report.py``);
 ``--commit`` also commits the new results with it (for long suites on machines whose
 uncommitted files do not survive). Only the project's own folder, ``benchmarks/results/minatar``,
 writes its tables into docs/results.md and README.md; a results folder holds one budget and one
@@ -38,9 +38,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _records import REPO_ROOT, config_hash, metadata_block, write_record
 from minatar_report import build_report, docs_of, readme_of
 from omegaconf import OmegaConf
+
+from emdqn.analysis.records import REPO_ROOT, commit_files, config_hash, metadata_block, write_record
+from emdqn.analysis.runs import BIN_STEPS, MEMORY_METRICS, learning_curve, read_metrics
 
 GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
 ARMS = {  # arm -> (memory config, n_step)
@@ -49,10 +51,8 @@ ARMS = {  # arm -> (memory config, n_step)
     "ndqn": ("none", 3),
     "emdqn_nstep": ("kdtree", 3),
 }
-BIN_STEPS = 5_000  # width of the learning curve's bins, env steps
 LAST_OWN_OVERRIDE = "checkpoint.save_replay=false"  # a run's command holds the user's extra overrides after it
-MEMORY_METRICS = ("memory/hit_rate", "memory/revisit_share", "memory/h_minus_q", "memory/loss_share",
-                  "memory/h_mean", "memory/size")
+
 
 
 def arm_of(memory: str, n_step: int) -> str:
@@ -61,31 +61,6 @@ def arm_of(memory: str, n_step: int) -> str:
 
 def result_path(out: Path, game: str, arm: str, seed: int) -> Path:
     return out / "runs" / f"{game}__{arm}__s{seed}.json"
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, float]]:
-    with (run_dir / "metrics.csv").open() as file:
-        return [{key: float(value) for key, value in row.items() if value not in ("", None)}
-                for row in csv.DictReader(file)]
-
-
-def learning_curve(episode_steps: np.ndarray, episode_returns: np.ndarray, total_steps: int) -> list[float]:
-    """Mean return of the games that ended in each ``BIN_STEPS`` bin; a bin without one
-    carries the previous bin's value (the first bins take the first game's)."""
-    bins = math.ceil(total_steps / BIN_STEPS)
-    curve = np.full(bins, np.nan)
-    index = np.minimum((episode_steps - 1) // BIN_STEPS, bins - 1).astype(int)
-    for b in range(bins):
-        chosen = episode_returns[index == b]
-        if chosen.size:
-            curve[b] = chosen.mean()
-    filled = curve[~np.isnan(curve)]
-    if not filled.size:
-        return [0.0] * bins
-    last = filled[0]
-    for b in range(bins):
-        last = curve[b] = last if np.isnan(curve[b]) else curve[b]
-    return [round(float(v), 4) for v in curve]
 
 
 def harvest(run_dir: Path, command: str, wall_seconds: float) -> dict:
@@ -133,20 +108,6 @@ def settings_mismatch(out: Path, steps: int, extra: list[str]) -> str | None:
             return (f"the overrides {' '.join(extra) or '(none)'} are not allowed with --out {out}: its results ran "
                     f"with {' '.join(recorded) or '(none)'} ({path.name}); give another --out for other settings")
     return None
-
-
-def commit_files(paths: list[Path], message: str) -> None:
-    """Commit only ``paths`` (other staged work stays staged); retry while git is busy."""
-    repo = paths[0].parent
-    for attempt in range(10):
-        added = subprocess.run(["git", "-C", str(repo), "add", "--", *map(str, paths)], capture_output=True, text=True)
-        done = added.returncode == 0 and subprocess.run(
-            ["git", "-C", str(repo), "commit", "-q", "-m", message, "--", *map(str, paths)],
-            capture_output=True, text=True).returncode == 0
-        if done:
-            return
-        time.sleep(2 + attempt)
-    print(f"warning: could not commit {', '.join(map(str, paths))}; the files are written", flush=True)
 
 
 def launch(name: str, sweep: list[str], jobs: int, runs_dir: Path, extra: list[str]) -> tuple[Path, str, float]:

@@ -1,6 +1,6 @@
 """Bytes per transition of the Atari replay buffer, filled from real Pong frames.
 
-    python benchmarks/replay_memory.py [--transitions 50000]
+    python benchmarks/speed/replay_memory.py [--transitions 50000]
 
 The buffer stores each 84x84 frame once and rebuilds 4-frame stacks at sample time, so a
 transition costs about one frame (7,056 bytes) plus its action, reward, flags, episode

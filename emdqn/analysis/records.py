@@ -1,5 +1,7 @@
 """Result records: what a published figure was measured with, written beside the figure.
 
+The benchmarks and the experiment drivers in ``benchmarks/`` write them; the reports read them.
+
 A record is a small JSON file under ``benchmarks/results/``: the command, the git commit,
 the date, the machine (CPU model and cores), the library versions, and the values.
 The documents quote figures from records; ``tests/test_records.py`` checks that they agree.
@@ -14,11 +16,12 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the clone the package runs from
 LIBRARIES = ("torch", "pytorch-lightning", "hydra-core", "gymnasium", "ale-py", "minatar", "scipy", "numpy")
 
 
@@ -75,3 +78,17 @@ def write_record(path: Path, record: dict[str, Any]) -> None:
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(json.dumps(record, indent=1, sort_keys=False) + "\n")
     os.replace(temporary, path)
+
+
+def commit_files(paths: list[Path], message: str) -> None:
+    """Commit only ``paths`` (other staged work stays staged); retry while git is busy."""
+    repo = paths[0].parent
+    for attempt in range(10):
+        added = subprocess.run(["git", "-C", str(repo), "add", "--", *map(str, paths)], capture_output=True, text=True)
+        done = added.returncode == 0 and subprocess.run(
+            ["git", "-C", str(repo), "commit", "-q", "-m", message, "--", *map(str, paths)],
+            capture_output=True, text=True).returncode == 0
+        if done:
+            return
+        time.sleep(2 + attempt)
+    print(f"warning: could not commit {', '.join(map(str, paths))}; the files are written", flush=True)

@@ -1,7 +1,7 @@
 """The episodic memory's calls of a real run, replayed against this code and another commit's.
 
-    python benchmarks/memory_trace.py --against 61cf392~1     # about 2 minutes on 2 cores
-    python benchmarks/memory_trace.py --against HEAD --steps 60000 --game seaquest
+    python benchmarks/speed/memory_trace.py --against 61cf392~1     # about 2 minutes on 2 cores
+    python benchmarks/speed/memory_trace.py --against HEAD --steps 60000 --game seaquest
 
 A MinAtar run (``experiment=minatar memory=kdtree``, epsilon fixed at 0.01, one torch thread) records
 every ``project``, ``lookup`` and ``add_episode`` call with its arguments. The calls are then
@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import compose_config, quiet_logs
-from _records import REPO_ROOT
+from _common import compose_config
+
+from emdqn.analysis.script_support import quiet_logs
+from emdqn.analysis.records import REPO_ROOT
 
 import emdqn.agent.memory
 from emdqn.run.train import train

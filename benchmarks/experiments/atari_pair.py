@@ -1,7 +1,7 @@
 """EMDQN against DQN on one Atari game with the original settings, in stretches: the Pong evidence.
 
-    python benchmarks/atari_pair.py --commit          # start both runs, or continue them where they stopped
-    python benchmarks/atari_pair.py --report-only     # rebuild the table and the picture from the records
+    python benchmarks/experiments/atari_pair.py --commit          # start both runs, or continue them where they stopped
+    python benchmarks/experiments/atari_pair.py --report-only     # rebuild the table and the picture from the records
 
 Two runs of ``python train.py env=<game> seed=<seed>`` side by side, one torch thread each:
 EMDQN (``memory=kdtree``, λ 0.1) and DQN (``memory=none``), everything else the defaults.
@@ -33,8 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from _records import REPO_ROOT, metadata_block, write_record
-from minatar_suite import MEMORY_METRICS, commit_files, learning_curve, read_metrics
+from emdqn.analysis.records import REPO_ROOT, metadata_block, write_record
+from emdqn.analysis.records import commit_files
+from emdqn.analysis.runs import MEMORY_METRICS, learning_curve, read_metrics
 
 ARMS = {"emdqn": "kdtree", "dqn": "none"}  # arm -> memory config
 BIN_STEPS = 25_000  # width of the training curve's bins, env steps

@@ -1,8 +1,8 @@
 """Fixed-seed runs whose results must not change under a refactor: their fingerprints.
 
-    python benchmarks/same_results.py --checkout /path/to/other/clone > before.json
-    python benchmarks/same_results.py > after.json
-    python benchmarks/same_results.py --compare before.json after.json
+    python benchmarks/experiments/same_results.py --checkout /path/to/other/clone > before.json
+    python benchmarks/experiments/same_results.py > after.json
+    python benchmarks/experiments/same_results.py --compare before.json after.json
 
 Each case trains a short fixed-seed run through ``train.py`` of the given checkout (MinAtar
 Breakout and CartPole, with the memory and without, one thread, a stop and a resume half-way)
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TIMING = ("charts/SPS", "memory/rebuild_seconds")  # the only columns allowed to differ between identical runs
 COMMON = ["seed=7", "logger=csv", "trainer.threads=1", "trainer.log_every_steps=1000"]
 CASES = {

@@ -1,8 +1,8 @@
 """DQN on CartPole-v1: evaluation return per seed after a fixed budget.
 
-    python benchmarks/learn_cartpole.py                   # 5 seeds x 100k env steps
-    python benchmarks/learn_cartpole.py --seeds 0 1 --steps 50000
-    python benchmarks/learn_cartpole.py --seeds 0 1 2 3 4 5 6 7 8 9 --jobs 2   # two seeds at a time
+    python benchmarks/experiments/learn_cartpole.py                   # 5 seeds x 100k env steps
+    python benchmarks/experiments/learn_cartpole.py --seeds 0 1 --steps 50000
+    python benchmarks/experiments/learn_cartpole.py --seeds 0 1 2 3 4 5 6 7 8 9 --jobs 2   # two seeds at a time
 
 Each seed is a full ``train`` run of the ``experiment=cartpole`` preset with
 ``memory=none`` (plain DQN); the figure is the mean return of 10 greedy episodes
@@ -20,8 +20,9 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from _common import compose_config, end_with_parent, quiet_logs
-from _records import REPO_ROOT, metadata_block, write_record
+from emdqn import compose_config
+from emdqn.analysis.script_support import end_with_parent, quiet_logs
+from emdqn.analysis.records import REPO_ROOT, metadata_block, write_record
 
 from emdqn.run.train import train
 

@@ -1,8 +1,8 @@
 """How often the memory can do what only it can: exact repeats of a state (and state-action).
 
-    python benchmarks/memory_repeats.py                               # Pong, both frame options, random policy
-    python benchmarks/memory_repeats.py --env breakout --steps 50000
-    python benchmarks/memory_repeats.py --run outputs/<run> --epsilon 0.05   # that run's trained policy
+    python benchmarks/experiments/memory_repeats.py                               # Pong, both frame options, random policy
+    python benchmarks/experiments/memory_repeats.py --env breakout --steps 50000
+    python benchmarks/experiments/memory_repeats.py --run outputs/<run> --epsilon 0.05   # that run's trained policy
 
 H(s, a) is the best return over *repeated* visits of (s, a); on a stream without repeats
 EMDQN is DQN plus a Monte-Carlo regression. For each ``env.frame`` option this plays N env
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import compose_config
-from _records import REPO_ROOT, metadata_block, write_record
+from emdqn import compose_config
+from emdqn.analysis.records import REPO_ROOT, metadata_block, write_record
 
 from emdqn.envs.make import make_env
 from emdqn.agent.memory import EpisodicMemory

@@ -1,6 +1,6 @@
 """Episodic-memory operation costs at 100k, 1M and 5M entries per action (4-dim keys).
 
-    python benchmarks/memory_ops.py [--sizes 100000 1000000 5000000] [--actions 6]
+    python benchmarks/speed/memory_ops.py [--sizes 100000 1000000 5000000] [--actions 6]
 
 For each size, an empty memory (Pong's 6 actions by default) is filled to that many entries
 per action the way training fills it: ``add_episode`` of 1,000-step episodes of fresh keys

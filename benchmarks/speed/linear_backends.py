@@ -1,6 +1,6 @@
 """fp32 matrix products on this CPU: PyTorch's default (MKL) against oneDNN.
 
-    python benchmarks/linear_backends.py          # ~1 minute
+    python benchmarks/speed/linear_backends.py          # ~1 minute
 
 For a 2048^2 product and for the three products of the Nature CNN's first dense layer
 (forward, gradient of its input, gradient of its weight; batch 32 and the batch-1 acting

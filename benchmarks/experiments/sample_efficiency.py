@@ -1,9 +1,9 @@
 """Env steps until the greedy policy first reaches the goal, for several lambda values.
 
-    python benchmarks/sample_efficiency.py                      # Atari-like update ratios
-    python benchmarks/sample_efficiency.py --regime fast        # an update every step, target every 500
-    python benchmarks/sample_efficiency.py --lambdas 0 1 --seeds 0 1 2
-    python benchmarks/sample_efficiency.py --record benchmarks/results/frozenlake_atari.json trainer.threads=1
+    python benchmarks/experiments/sample_efficiency.py                      # Atari-like update ratios
+    python benchmarks/experiments/sample_efficiency.py --regime fast        # an update every step, target every 500
+    python benchmarks/experiments/sample_efficiency.py --lambdas 0 1 --seeds 0 1 2
+    python benchmarks/experiments/sample_efficiency.py --record benchmarks/results/frozenlake_atari.json trainer.threads=1
 
 Task: FrozenLake 8x8 with is_slippery=False and one-hot states (``experiment=frozenlake``):
 the only reward is 1 at the goal, 14+ correct moves away, and exact state repeats happen,
@@ -22,8 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import compose_config, quiet_logs
-from _records import REPO_ROOT, metadata_block, write_record
+from emdqn import compose_config
+from emdqn.analysis.script_support import quiet_logs
+from emdqn.analysis.records import REPO_ROOT, metadata_block, write_record
 
 from emdqn.run.train import train
 

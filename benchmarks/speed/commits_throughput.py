@@ -1,10 +1,10 @@
 """Two checkouts' loops timed alternately: does a change slow the run down?
 
-    python benchmarks/commits_throughput.py /path/to/before /path/to/after --rounds 2 \
+    python benchmarks/speed/commits_throughput.py /path/to/before /path/to/after --rounds 2 \
         --record benchmarks/results/refactor_throughput.json
 
-Each round runs ``benchmarks/minatar_throughput.py --loops none kdtree --repeats 1`` (MinAtar
-Breakout, one thread) in each checkout, then ``benchmarks/throughput.py`` with a short Pong
+Each round runs ``benchmarks/speed/minatar_throughput.py --loops none kdtree --repeats 1`` (MinAtar
+Breakout, one thread) in each checkout, then ``benchmarks/speed/throughput.py`` with a short Pong
 window, alternating which checkout goes first, so a slow spell of the shared machine hits
 both. The ratio after / before of the medians is the figure.
 """
@@ -18,16 +18,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-from _records import REPO_ROOT, metadata_block, write_record
+from emdqn.analysis.records import REPO_ROOT, metadata_block, write_record
 
-MINATAR = ["benchmarks/minatar_throughput.py", "--loops", "none", "kdtree", "--repeats", "1", "--windows", "2",
+SCRIPT = ("benchmarks/speed/minatar_throughput.py", "benchmarks/minatar_throughput.py")  # now, before the split
+MINATAR = ["--loops", "none", "kdtree", "--repeats", "1", "--windows", "2",
            "--window-steps", "4000", "--learning-starts", "4000"]
 FIGURE = re.compile(r"^\[1/1\] (ours, memory=\w+): (\d+) SPS", re.MULTILINE)
 
 
 def minatar_figures(checkout: Path) -> dict[str, float]:
-    output = subprocess.run([sys.executable, *MINATAR], cwd=checkout, capture_output=True, text=True, check=True,
-                            env={"PATH": "/usr/bin:/bin", "WANDB_MODE": "offline", "HOME": str(Path.home())}).stdout
+    script = next(path for path in SCRIPT if (checkout / path).is_file())
+    output = subprocess.run([sys.executable, script, *MINATAR], cwd=checkout, capture_output=True, text=True, check=True,
+                            env={"PATH": "/usr/bin:/bin", "WANDB_MODE": "offline", "HOME": str(Path.home()),
+                                 "PYTHONPATH": str(checkout)}).stdout  # that checkout's emdqn, not the installed one
     return {f"minatar {name}": float(value) for name, value in FIGURE.findall(output)}
 
 
