@@ -30,7 +30,7 @@ from emdqn.analysis.script_support import quiet_logs
 from _common import COMMON, prefill_memory
 
 import emdqn.agent.collector
-import emdqn.run.module
+import emdqn.agent.learner
 import emdqn.agent.loss
 from emdqn.agent.collector import Collector
 from emdqn.agent.memory import EpisodicMemory
@@ -45,10 +45,10 @@ PARTS: list[tuple[Any, str, str, int]] = [
     (AleVectorEnvs, "recv", "env recv", 2),
     (SerialEnvs, "recv", "env recv (serial envs step here)", 2),
     (MultiEnvReplay, "add", "replay add", 2),
-    (Collector, "sample_batch", "sample the batch", 1),
+    (Collector, "_sample_batch", "sample the batch", 1),
     (MultiEnvReplay, "sample", "replay sample", 2),
     (EpisodicMemory, "lookup", "memory lookup", 2),
-    (emdqn.run.module, "emdqn_loss", "loss forward (online + target)", 1),
+    (emdqn.agent.learner, "emdqn_loss", "loss forward (online + target)", 1),
     (torch.Tensor, "backward", "backward", 1),
     (emdqn.agent.loss, "clip_grad_norm_per_tensor", "gradient clipping", 1),
     (torch.optim.Adam, "step", "optimizer step (Adam)", 1),

@@ -166,7 +166,7 @@ class Collector:
                                    "charts/episodes": self.episodes}, self.env_steps)
 
     # ------------------------------------------------------------------ batches
-    def sample_batch(self) -> Batch:
+    def _sample_batch(self) -> Batch:
         """A replay batch with H(s, a) and the hit mask of each sample."""
         sample: ReplaySample = self.replay.sample(self.batch_size, self.n_step, self.gamma)
         memory_values, found = self.memory_feed.values(sample.keys, sample.actions)
@@ -203,7 +203,7 @@ class Collector:
                                              self.env_steps, self.train_freq)
             while self.updates_pending > 0:
                 self.updates_pending -= 1
-                yield self.sample_batch()
+                yield self._sample_batch()
         self._report_progress(force=True)
 
     # ------------------------------------------------------------------ state
@@ -218,15 +218,20 @@ class Collector:
             "memory": self.memory_feed.state_dict(),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], replay_restored: bool = True) -> None:
         """Restore :meth:`state_dict` (after :meth:`load_replay_state`: the episodes of envs that
-        cannot be restored are closed in the replay)."""
+        cannot be restored are closed in the replay). Without the replay (``replay_restored``
+        false, a checkpoint saved without it) the buffer refills for ``agent.learning_starts``
+        env steps before learning goes on; the games, and the episodes the memory will be
+        written, go on."""
         self.env_steps, self.episodes = int(state["env_steps"]), int(state["episodes"])
         self.recent_returns.extend(state["recent_returns"])
         self.rng.bit_generator.state = state["rng"]
         self.log_cadence.last = int(state["last_log_step"])
         self._interval_start = (time.perf_counter(), self.env_steps)
         self.memory_feed.load_state_dict(state["memory"])
+        if not replay_restored:
+            self.learning_resumes_at = self.env_steps + self.learning_starts
         if state["env"] is not None:
             self.envs.load_state(state["env"])
         else:  # the games in progress cannot be restored (ale-py's vector env): new ones start
@@ -245,11 +250,6 @@ class Collector:
         for index in range(self.num_envs):
             self.replay.end_episode(index)
         self.memory_feed.end_episodes()
-
-    def replay_not_restored(self) -> None:
-        """After a resume without the replay file: refill before learning goes on (the
-        games, and the episodes that will be written to the memory, go on)."""
-        self.learning_resumes_at = self.env_steps + self.learning_starts
 
     # ------------------------------------------------------------------ reporting
     def recent_return(self) -> float | None:

@@ -88,11 +88,11 @@ class Learner:
                 f"memory_loss={values['memory_loss']}); training stopped, the last checkpoint is kept. "
                 "Try a lower agent.lr or enable agent.grad_clip_norm.")
         if self.target_sync.due(env_step):
-            self.sync_target()
+            self._sync_target()
         for name, value in values.items():
             self._sums[name] = self._sums.get(name, 0.0) + value
         self._count += 1
-        return self.mean_losses() if self.log_cadence.due(env_step) else None
+        return self._mean_losses() if self.log_cadence.due(env_step) else None
 
     def gradients(self, batch: Batch, backward: Callable[[torch.Tensor], None] | None = None
                   ) -> dict[str, torch.Tensor]:
@@ -101,10 +101,10 @@ class Learner:
         compute_gradients(parts["loss"], self._parameters, self.grad_clip_norm, backward)
         return parts
 
-    def sync_target(self) -> None:
+    def _sync_target(self) -> None:
         self.target_network.load_state_dict(self.q_network.state_dict())
 
-    def mean_losses(self) -> dict[str, float]:
+    def _mean_losses(self) -> dict[str, float]:
         """The mean of each loss part since the last call (the memory's parts only when beta != 0)."""
         metrics = {METRIC_NAMES[name]: total / max(self._count, 1) for name, total in self._sums.items()
                    if self.weights.beta != 0 or not METRIC_NAMES[name].startswith("memory/")}
@@ -113,7 +113,7 @@ class Learner:
 
     def remaining_losses(self) -> tuple[dict[str, float], int] | None:
         """The mean losses of the steps since the last row and the env step of the last one; None if none."""
-        return (self.mean_losses(), self._last_env_step) if self._count else None
+        return (self._mean_losses(), self._last_env_step) if self._count else None
 
     def remember_if_best(self, mean_return: float, env_step: int) -> bool:
         """Keep a copy of the online network when an evaluation is the best so far (a tie: the later)."""

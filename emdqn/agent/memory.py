@@ -368,10 +368,8 @@ class EpisodicMemory:
         self.levels = []
         self.counts = np.bincount(state["actions"], minlength=self.num_actions).astype(np.int64)
         if len(state["keys"]):
-            # Checkpoints written before visits were counted hold none: one visit each.
-            visits = state.get("visits", np.ones(len(state["keys"]), np.uint32))
             self._add_run(self._points(state["keys"], state["actions"]), np.asarray(state["values"], np.float32),
-                          np.asarray(state["last_used"], np.uint32), np.asarray(visits, np.uint32))
+                          np.asarray(state["last_used"], np.uint32), np.asarray(state["visits"], np.uint32))
         self.clock = int(state["clock"])
         self.rebuild_seconds = float(state["rebuild_seconds"])
 

@@ -212,9 +212,7 @@ class ReplayBuffer:
             own[:len(array)] = array
         self.cursor, self.filled = int(state["cursor"]), int(state["filled"])
         self.current, self.num_transitions = int(state["current"]), int(state["num_transitions"])
-        # Only differences between checkpoints matter; an older checkpoint has no chunk files
-        # to keep, so the next checkpoint writes every slot whatever this counter says.
-        self.slots_written = int(state.get("slots_written", 0))
+        self.slots_written = int(state["slots_written"])
         self.rng.bit_generator.state = state["rng"]
 
     _array_names = ("frames", "actions", "rewards", "terminated", "truncated", "episode_pos",

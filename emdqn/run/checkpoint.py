@@ -295,11 +295,9 @@ def restore(state: dict[str, Any], learner: Any, collector: Any) -> None:
             raise CheckpointError(f"the replay of checkpoint {path} does not fit this run: {error}") from None
     # After the replay: games that cannot be restored close their episodes in it.
     try:
-        collector.load_state_dict(state["collector"])
+        collector.load_state_dict(state["collector"], replay_restored=arrays is not None)
     except (ValueError, KeyError, TypeError) as error:
         raise CheckpointError(f"checkpoint {path}: {error}") from None
-    if arrays is None:
-        collector.replay_not_restored()
     torch.set_rng_state(state["torch_rng"])
 
 
