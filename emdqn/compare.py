@@ -41,6 +41,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from emdqn.analysis.aggregates import bootstrap_mean_interval
+from emdqn.analysis.curves import label_axes, mean_with_band, pyplot, save_figure
 from emdqn.analysis.runs import Run, find_runs
 from emdqn.analysis.tables import write_table, write_task_tables
 
@@ -242,28 +243,18 @@ def aggregate_tasks(sections: dict[str, dict[str, Any]], keys: Sequence[str], ba
 
 def plot_curves(path: Path, grid: np.ndarray, curves: dict, groups: dict, keys: Sequence[str],
                 rng: np.random.Generator, title: str | None = None) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(7, 4.5), dpi=120)
+    figure, axis = pyplot().subplots(figsize=(7, 4.5))
     for group in sorted(curves, key=lambda g: tuple(str(v) for v in g)):
         curve = curves[group]
         counts = np.isfinite(curve).sum(axis=0)
         mean = np.where(counts > 0, np.nansum(curve, axis=0) / np.maximum(counts, 1), np.nan)
         band = np.array([bootstrap_interval(curve[:, i], rng, samples=500) for i in range(len(grid))])
-        label = f"{group_label(keys, group)} (n={len(groups[group])})"
-        line, = axis.plot(grid, mean, label=label)
-        axis.fill_between(grid, band[:, 0], band[:, 1], color=line.get_color(), alpha=0.2, linewidth=0)
-    axis.set_xlabel("env steps")
-    axis.set_ylabel("episodic return (smoothed)")
-    axis.set_title((f"{title}: " if title else "") + "return vs env steps, mean over seeds, 95% bootstrap CI")
-    axis.grid(alpha=0.3)
+        mean_with_band(axis, grid, mean, band[:, 0], band[:, 1], label=f"{group_label(keys, group)} (n={len(groups[group])})")
+    label_axes(axis, "episodic return (smoothed)",
+               (f"{title}: " if title else "") + "return vs env steps, mean over seeds, 95% bootstrap CI")
     axis.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -53,6 +53,8 @@ def test_the_pair_continues_after_a_stop_restarts_a_lost_run_and_skips_a_finishe
     assert [stretch["action"] for stretch in dqn["stretches"]] == ["start", "restart"]
     assert dqn["restarts"][0]["lost_env_steps"] == stopped["dqn"]["env_steps"]
     assert [evaluation["step"] for evaluation in emdqn["evaluations"]] == [2000, 4000, 6000]
+    # The curve has one value per bin it says it has: 6,000 env steps in bins of bin_steps.
+    assert len(emdqn["curve"]["returns"]) == -(-6000 // emdqn["curve"]["bin_steps"])
     assert (tmp_path / "out" / "table.md").is_file() and (tmp_path / "out" / "curves.png").is_file()
 
     third = subprocess.run(driver(tmp_path), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

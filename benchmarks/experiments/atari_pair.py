@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from emdqn.analysis.records import REPO_ROOT, metadata_block, write_record
-from emdqn.analysis.records import commit_files
+from emdqn.analysis.curves import label_axes, mean_with_band, pyplot, save_figure
+from emdqn.analysis.records import REPO_ROOT, commit_files, metadata_block, write_record
 from emdqn.analysis.runs import MEMORY_METRICS, learning_curve, read_metrics
 
 ARMS = {"emdqn": "kdtree", "dqn": "none"}  # arm -> memory config
@@ -108,7 +108,7 @@ def progress_of(folder: Path) -> dict:
         "evaluations": evaluations(rows),
         "curve": {"bin_steps": BIN_STEPS,
                   "returns": learning_curve(np.array([s for s, _ in episodes]), np.array([r for _, r in episodes]),
-                                            max(steps, 1)) if episodes else []},
+                                            max(steps, 1), bin_steps=BIN_STEPS) if episodes else []},
         "mean_logged_sps": round(float(np.mean(sps)), 1) if sps else None,
         "memory_metrics": memory,
     }
@@ -231,11 +231,6 @@ def first_step_reaching(evals: list[dict], score: float) -> int | None:
 
 def build_report(out: Path, game: str, seed: int) -> tuple[Path, Path]:
     """``table.md`` and ``curves.png`` in ``out``, from the records alone."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     records = {arm: json.loads(record_path(out, game, arm, seed).read_text()) for arm in ARMS
                if record_path(out, game, arm, seed).is_file()}
     steps = sorted({e["step"] for r in records.values() for e in r["evaluations"]})
@@ -257,22 +252,21 @@ def build_report(out: Path, game: str, seed: int) -> tuple[Path, Path]:
     table = out / "table.md"
     table.write_text("\n".join(lines) + "\n")
 
-    figure, axis = plt.subplots(figsize=(7, 4))
+    figure, axis = pyplot().subplots(figsize=(7, 4))
     for (arm, record), color in zip(records.items(), ("tab:red", "tab:blue")):
         curve = record["curve"]
         x = (np.arange(len(curve["returns"])) + 1) * curve["bin_steps"]
-        axis.plot(x, curve["returns"], color=color, alpha=0.6, label=f"{arm}: training return (ε-greedy)")
+        mean_with_band(axis, x, np.asarray(curve["returns"]), color=color, alpha=0.6,
+                       label=f"{arm}: training return (ε-greedy)")
         evals = record["evaluations"]
-        axis.plot([e["step"] for e in evals], [e["return"] for e in evals], "o-", color=color,
-                  label=f"{arm}: evaluation (ε 0.05, {record['eval_games']} games)")
-    axis.set(xlabel="env steps (frames = 4 × env steps)", ylabel="return", title=f"{game}, seed {seed}")
-    axis.grid(alpha=0.3)
+        # One seed: the evaluation's band is the spread of its games (mean ± sd), not an interval over seeds.
+        mean_with_band(axis, np.array([e["step"] for e in evals]), np.array([e["return"] for e in evals]),
+                       np.array([e["return"] - e["std"] for e in evals]), np.array([e["return"] + e["std"] for e in evals]),
+                       color=color, marker="o", label=f"{arm}: evaluation (ε 0.05, {record['eval_games']} games, ± sd)")
+    label_axes(axis, "return", f"{game}, seed {seed}", xlabel="env steps (frames = 4 × env steps)")
     axis.legend(fontsize=8)
-    picture = out / "curves.png"
     figure.tight_layout()
-    figure.savefig(picture, dpi=120)
-    plt.close(figure)
-    return table, picture
+    return table, save_figure(figure, out / "curves.png")
 
 
 def main() -> None:

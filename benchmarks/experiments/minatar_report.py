@@ -26,6 +26,7 @@ import numpy as np
 from emdqn.analysis.aggregates import (aggregate_scores, bootstrap_difference_interval, bootstrap_mean_interval,  # noqa: E402
                               format_interval, normalize_by_baseline)
 
+from emdqn.analysis.curves import label_axes, mean_with_band, pyplot, save_figure  # noqa: E402
 from emdqn.analysis.records import REPO_ROOT  # noqa: E402
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "minatar"
 DOCS_RESULTS = REPO_ROOT / "docs" / "results.md"
@@ -180,16 +181,11 @@ def markdown_table(summary: dict) -> str:
 
 
 def plot_curves(results: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     table = by_game_and_arm(results)
     games = sorted(table)
     columns = min(len(games), 3)
     rows = -(-len(games) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
+    figure, axes = pyplot().subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
     for axis, game in zip(axes.flat, games):
         for arm in ARM_ORDER:
             runs = list(table[game].get(arm, {}).values())
@@ -199,12 +195,8 @@ def plot_curves(results: list[dict], path: Path) -> None:
             curves = np.array([run["curve"]["returns"][:length] for run in runs])
             steps = (np.arange(length) + 1) * runs[0]["curve"]["bin_steps"]
             mean, low, high = bootstrap_mean_interval(curves)
-            line, = axis.plot(steps, mean, label=f"{ARM_LABELS[arm]} ({len(runs)})")
-            axis.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
-        axis.set_title(game)
-        axis.set_xlabel("env steps")
-        axis.set_ylabel("training return")
-        axis.grid(alpha=0.3)
+            mean_with_band(axis, steps, mean, low, high, label=f"{ARM_LABELS[arm]} ({len(runs)})")
+        label_axes(axis, "training return", game)
     for axis in list(axes.flat)[len(games):]:
         axis.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
@@ -212,8 +204,7 @@ def plot_curves(results: list[dict], path: Path) -> None:
                   frameon=False)
     figure.suptitle("MinAtar: mean training return over seeds, 95 % bootstrap band")
     figure.tight_layout(rect=(0, 0.06, 1, 0.95))
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path, dpi=110)
 
 
 def _effect_cell(effect: dict, score: str) -> str:
