@@ -23,6 +23,10 @@ quiet_scheduler_polling(sys.argv)  # sacct's complaints on clusters without acco
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     with report_user_errors():
+        if not cfg.get("resume"):  # a bad value is refused before Lightning and torch load (seconds)
+            from emdqn.config.checks import validate
+
+            validate(cfg)
         from emdqn.run.train import train
 
         return train(cfg)

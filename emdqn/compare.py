@@ -10,12 +10,18 @@ differs), seeds within a group are aggregated:
 
 * curve: the return of finished games (``charts/episodic_return``) smoothed over the last
   ``--window`` games and read on a common grid of env steps; the band is a 95% bootstrap
-  confidence interval of the mean over seeds;
+  confidence interval of the mean over seeds (the picture smooths over at least 2% of the
+  shortest run's games, so a few seeds of thousands of games read as a curve);
 * final return: the last ``eval/episodic_return`` of each run if every run of the group
   has one, else the mean of its last ``--window`` games;
 * AUC: the mean of the smoothed curve over the grid (area under the curve / steps);
-* steps to threshold: the first env step where a run's smoothed curve reaches
-  ``--threshold`` (default: 90% of the way from the lowest to the highest final return).
+* steps to X: the first env step where a run's smoothed training curve reaches X, read on
+  the same curve as the AUC. By default X is 90% of the way from where the runs' curves start
+  (their first smoothed value: play before learning) to the best group's mean curve at the
+  last step (its final training return); ``--threshold`` sets X. The column is left out when
+  it cannot tell groups apart: no run reaches X, every run reaches it at the first point of
+  the grid, or (by default) no group ends above where the runs started. The table says which
+  X it used and how it was chosen.
 
 Each statistic comes with a 95% bootstrap interval over seeds and the number of seeds.
 Runs that are missing, half-written or unreadable are listed and skipped.
@@ -124,22 +130,24 @@ def compare(paths: Sequence[Path], out_dir: Path, by: Sequence[str] | None = Non
     out_dir.mkdir(parents=True, exist_ok=True)
     if tasks is None:
         result = compare_runs(runs, keys, window, threshold, points, rng)
-        plot_curves(out_dir / "comparison.png", result["grid"], result["curves"], result["groups"], keys, rng)
-        write_table(out_dir / "comparison.md", result["rows"], keys, result["threshold"], result["horizon"], skipped)
-        return {"rows": result["rows"], "threshold": result["threshold"], "keys": keys, "skipped": skipped}
+        plot_curves(out_dir / "comparison.png", result["grid"], result["groups"], keys, window, rng)
+        write_table(out_dir / "comparison.md", result["rows"], keys, result["reach"], result["horizon"], skipped)
+        return {"rows": result["rows"], "reach": result["reach"], "keys": keys, "skipped": skipped,
+                "written": [out_dir / "comparison.md", out_dir / "comparison.png"]}
     by_task: dict[str, list[Run]] = {}
     for run in runs:
         by_task.setdefault(str(run.config.get(tasks)), []).append(run)
     sections = {}
     for task in sorted(by_task):
         result = compare_runs(by_task[task], keys, window, threshold, points, rng)
-        plot_curves(out_dir / f"comparison_{safe_name(task)}.png", result["grid"], result["curves"],
-                    result["groups"], keys, rng, title=task)
+        plot_curves(out_dir / f"comparison_{safe_name(task)}.png", result["grid"], result["groups"], keys, window,
+                    rng, title=task)
         sections[task] = result
     aggregate = aggregate_tasks(sections, keys, baseline, seed)
     write_task_tables(out_dir / "comparison.md", sections, aggregate, keys, tasks, skipped)
     return {"tasks": {task: section["rows"] for task, section in sections.items()}, "aggregate": aggregate,
-            "keys": keys, "skipped": skipped}
+            "keys": keys, "skipped": skipped,
+            "written": [out_dir / "comparison.md", *(out_dir / f"comparison_{safe_name(task)}.png" for task in sections)]}
 
 
 def safe_name(text: str) -> str:
@@ -159,29 +167,61 @@ def compare_runs(runs: Sequence[Run], keys: Sequence[str], window: int, threshol
               for group, members in groups.items()}
     finals = {group: np.array([final_return(run, all(r.eval_return is not None for r in members), window)
                                for run in members]) for group, members in groups.items()}
-    if threshold is None:
-        low = min(values.mean() for values in finals.values())
-        high = max(values.mean() for values in finals.values())
-        threshold = low + 0.9 * (high - low)
+    reach = reach_target(curves, threshold)
     rows = []
     for group in sorted(groups, key=lambda g: tuple(str(v) for v in g)):
         members = groups[group]
         auc = np.nanmean(curves[group], axis=1)
-        reach = np.array([steps_to_threshold(curve, grid, threshold) for curve in curves[group]])
+        steps = np.array([steps_to_threshold(curve, grid, reach["threshold"]) for curve in curves[group]]) \
+            if reach else np.array([])
         rows.append({
             "group": group_label(keys, group), "seeds": len(members),
             "per_seed": {"seed": [run.config.get("seed") for run in members], "final": finals[group].tolist(),
                          "auc": auc.tolist()},
             "final": (float(finals[group].mean()), bootstrap_interval(finals[group], rng)),
             "auc": (float(np.nanmean(auc)), bootstrap_interval(auc, rng)),
-            "reach": (float(np.mean(reach)) if np.isfinite(reach).all() else math.inf,
-                      bootstrap_interval(reach, rng) if np.isfinite(reach).all() else (math.inf, math.inf),
-                      int(np.isfinite(reach).sum())),
+            "reach": (float(np.mean(steps)) if np.isfinite(steps).all() else math.inf,
+                      bootstrap_interval(steps, rng) if np.isfinite(steps).all() else (math.inf, math.inf),
+                      int(np.isfinite(steps).sum())) if reach else None,
             "final_source": "eval" if all(r.eval_return is not None for r in members) else f"last {window} games",
             "hns": human_normalized(members, finals[group]),
         })
-    return {"rows": rows, "groups": groups, "curves": curves, "grid": grid, "threshold": threshold,
-            "horizon": horizon}
+    if reach and not discriminates([row["reach"] for row in rows], grid, curves, reach["threshold"]):
+        reach = None
+        for row in rows:
+            row["reach"] = None
+    return {"rows": rows, "groups": groups, "curves": curves, "grid": grid, "reach": reach, "horizon": horizon}
+
+
+REACH_FRACTION = 0.9  # of the way from where the curves start to the best group's final training return
+
+
+def reach_target(curves: dict[tuple, np.ndarray], threshold: float | None) -> dict[str, Any] | None:
+    """X of the 'steps to X' column and how it was chosen; None when no group learned (by default)."""
+    if threshold is not None:
+        return {"threshold": float(threshold), "rule": f"the first env step where a run's smoothed training return "
+                                                       f"reaches {threshold:g} (--threshold)"}
+    starts = [curve[np.isfinite(curve)][0] for group_curves in curves.values() for curve in group_curves
+              if np.isfinite(curve).any()]
+    finals = [np.nanmean(group_curves[:, -1]) for group_curves in curves.values()]
+    if not starts or not np.isfinite(finals).any():
+        return None
+    start, best = float(np.mean(starts)), float(np.nanmax(finals))
+    if best <= start:
+        return None
+    target = start + REACH_FRACTION * (best - start)
+    return {"threshold": target,
+            "rule": f"the first env step where a run's smoothed training return reaches {target:.2f}: "
+                    f"{REACH_FRACTION:.0%} of the way from where the runs start ({start:.2f}, their first smoothed "
+                    f"value) to the best group's final training return ({best:.2f}), on the same curve"}
+
+
+def discriminates(reaches: list[tuple], grid: np.ndarray, curves: dict[tuple, np.ndarray], threshold: float) -> bool:
+    """Whether 'steps to X' can tell the groups apart: some run reaches X, and not every run at the first point."""
+    reached = sum(reach[2] for reach in reaches)
+    at_first_point = all(np.nan_to_num(curve[0], nan=-np.inf) >= threshold
+                         for group_curves in curves.values() for curve in group_curves)
+    return reached > 0 and not at_first_point
 
 
 def human_normalized(runs: Sequence[Run], finals: np.ndarray) -> float | None:
@@ -241,16 +281,27 @@ def aggregate_tasks(sections: dict[str, dict[str, Any]], keys: Sequence[str], ba
     return result
 
 
-def plot_curves(path: Path, grid: np.ndarray, curves: dict, groups: dict, keys: Sequence[str],
+PLOT_WINDOW_SHARE = 0.02  # the picture smooths over at least 2% of the shortest run's games
+
+
+def plot_window(groups: dict[tuple, list[Run]], window: int) -> int:
+    """Games in the picture's smoothing window: ``window``, or more for runs of thousands of games, so
+    that a mean over 2-5 seeds reads as a curve rather than noise."""
+    fewest = min(len(run.returns) for members in groups.values() for run in members)
+    return max(window, int(fewest * PLOT_WINDOW_SHARE))
+
+
+def plot_curves(path: Path, grid: np.ndarray, groups: dict[tuple, list[Run]], keys: Sequence[str], window: int,
                 rng: np.random.Generator, title: str | None = None) -> None:
+    games = plot_window(groups, window)
     figure, axis = pyplot().subplots(figsize=(7, 4.5))
-    for group in sorted(curves, key=lambda g: tuple(str(v) for v in g)):
-        curve = curves[group]
+    for group in sorted(groups, key=lambda g: tuple(str(v) for v in g)):
+        curve = np.stack([smoothed_curve(run, grid, games) for run in groups[group]])
         counts = np.isfinite(curve).sum(axis=0)
         mean = np.where(counts > 0, np.nansum(curve, axis=0) / np.maximum(counts, 1), np.nan)
         band = np.array([bootstrap_interval(curve[:, i], rng, samples=500) for i in range(len(grid))])
         mean_with_band(axis, grid, mean, band[:, 0], band[:, 1], label=f"{group_label(keys, group)} (n={len(groups[group])})")
-    label_axes(axis, "episodic return (smoothed)",
+    label_axes(axis, f"episodic return (mean of the last {games} games)",
                (f"{title}: " if title else "") + "return vs env steps, mean over seeds, 95% bootstrap CI")
     axis.legend(fontsize=8)
     figure.tight_layout()
@@ -269,7 +320,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                                            "table prints it; default: the first group)")
     parser.add_argument("--out", type=Path, help="output folder (default: the single path given, else .)")
     parser.add_argument("--window", type=int, default=10, help="games in the smoothing window")
-    parser.add_argument("--threshold", type=float, help="return for 'steps to threshold'")
+    parser.add_argument("--threshold", type=float, help="X of 'steps to X' (default: 90%% of the way from where "
+                                                        "the curves start to the best group's final training return)")
     args = parser.parse_args(argv)
     if args.window < 1:
         parser.error(f"--window={args.window} is not allowed: an integer >= 1")
@@ -281,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     sections = result["tasks"].values() if args.tasks else [result["rows"]]
     runs = sum(row["seeds"] for rows in sections for row in rows)
     groups = len({row["group"] for rows in sections for row in rows})
-    print(f"wrote {out_dir / 'comparison.md'} and its curves ({runs} runs in {groups} groups"
+    print(f"wrote {', '.join(map(str, result['written']))} ({runs} runs in {groups} groups"
           + (f" on {len(result['tasks'])} tasks)" if args.tasks else ")"))
 
 

@@ -261,7 +261,7 @@ def output_path(run_dir: Path, protocol: str, step: int) -> Path:
 def log_to_wandb(run_dir: Path, run_cfg: DictConfig, step: int, summary: dict, protocol: str,
                  videos: Sequence[Path]) -> bool:
     """Add the result to the run's W&B run (when it has one); False when there is none or W&B fails."""
-    from emdqn.run.loggers import WANDB_ID_FILE, quiet_wandb_settings, wandb_mode
+    from emdqn.run.wandb_run import WANDB_ID_FILE, quiet_wandb_settings, wandb_mode
 
     id_file = run_dir / WANDB_ID_FILE
     if not id_file.exists():
@@ -321,6 +321,8 @@ def run_evaluation(run_dir: str | Path, overrides: dict[str, Any] | None = None)
                          "played with that set")
             num_actions = trained_actions
     network = trained_network(run_dir, run_cfg, weights, obs_shape, num_actions)
+    if run_cfg.trainer.get("threads"):  # as the run was set to; more threads beside other jobs slow batch-1 passes
+        torch.set_num_threads(int(run_cfg.trainer.threads))
     path = output_path(run_dir, settings["protocol"], step)
     writable_or_refused(path)  # before the games, not after them
     video_folder = run_dir / "videos" if settings["video"] else None

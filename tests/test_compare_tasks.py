@@ -110,3 +110,39 @@ def test_the_suite_report_calls_the_memory_ahead_behind_or_tied_only_with_three_
         "ahead": "ahead", "behind": "behind", "tie": "tie", "two seeds": None}
     assert effects["ahead"]["emdqn"]["final_return"]["difference"][0] == 5.0
     assert "emdqn_nstep" not in effects["ahead"]  # no 3-step runs, no 3-step comparison
+
+
+def write_curve(folder, lam, seed, returns):
+    """A run whose games end every 100 env steps with the given returns."""
+    folder.mkdir(parents=True)
+    OmegaConf.save({"seed": seed, "memory": {"lambda": lam}}, folder / "config.yaml")
+    with (folder / "metrics.csv").open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["step", "charts/episodic_return"])
+        for index, value in enumerate(returns):
+            writer.writerow([(index + 1) * 100, value])
+
+
+def test_steps_to_x_measures_on_the_training_curve_and_says_how_x_was_chosen(tmp_path):
+    # Both groups start at 0 and end at 10; lambda 0.1 gets there in 1,000 env steps, lambda 0 in 2,000.
+    for seed in range(3):
+        write_curve(tmp_path / "runs" / f"fast_s{seed}", 0.1, seed, [min(i + 1, 10) for i in range(40)])
+        write_curve(tmp_path / "runs" / f"slow_s{seed}", 0.0, seed, [min(max((i + 1) / 2, 1), 10) for i in range(40)])
+    result = compare([tmp_path / "runs"], tmp_path / "out", window=1, points=40)
+    assert result["reach"]["threshold"] == pytest.approx(1 + 0.9 * (10 - 1))  # the curves' first value is 1
+    steps = {row["group"]: row["reach"][0] for row in result["rows"]}
+    assert steps == {"lambda=0.0": 1900.0, "lambda=0.1": 1000.0}
+    table = (tmp_path / "out" / "comparison.md").read_text()
+    assert "| steps to 9.10 |" in table and "90% of the way from where the runs start (1.00" in table
+
+
+def test_steps_to_x_is_left_out_when_it_cannot_tell_groups_apart(tmp_path):
+    # No learning: every run plays at the level it started at.
+    for seed in range(2):
+        write_curve(tmp_path / "runs" / f"a_s{seed}", 0.1, seed, [5.0] * 20)
+        write_curve(tmp_path / "runs" / f"b_s{seed}", 0.0, seed, [5.0] * 20)
+    result = compare([tmp_path / "runs"], tmp_path / "out", window=1)
+    assert result["reach"] is None and all(row["reach"] is None for row in result["rows"])
+    table = (tmp_path / "out" / "comparison.md").read_text()
+    assert "steps to" not in table.split("No 'steps to X' column")[0] and "No 'steps to X' column" in table
+    compare_main([str(tmp_path / "runs"), "--out", str(tmp_path / "out2")])

@@ -40,7 +40,7 @@ from _common import compose_config
 from emdqn.analysis.script_support import quiet_logs
 from emdqn.analysis.records import REPO_ROOT, metadata_block, write_record
 
-import emdqn.envs.make  # noqa: F401  (registers the MinAtar ids)
+from emdqn.envs.make import register_minatar
 from emdqn.agent.networks import MinAtarCNN
 from emdqn.run.train import train
 
@@ -54,6 +54,7 @@ def bare_loop_sps(learning_starts: int, window_steps: int, windows: int, seed: i
     torch.set_num_threads(1)
     config = compose_config(SETTINGS)
     cfg = config.agent
+    register_minatar()
     with warnings.catch_warnings():  # gymnasium calls -v0 out of date; it is the published action set
         warnings.filterwarnings("ignore", message=".*is out of date.*")
         # The same gymnasium wrappers as our env (a step cap, no env checker).

@@ -16,9 +16,9 @@ def _interval(value: float, interval: tuple[float, float], integer: bool = False
     return f"{form.format(value)} [{form.format(interval[0])}, {form.format(interval[1])}]"
 
 
-def write_table(path: Path, rows: list[dict], keys: Sequence[str], threshold: float, horizon: float,
+def write_table(path: Path, rows: list[dict], keys: Sequence[str], reach: dict | None, horizon: float,
                 skipped: list[tuple[Path, str]]) -> None:
-    lines = [f"# Comparison by {', '.join(keys)}", ""] + table_lines(rows, threshold, horizon)
+    lines = [f"# Comparison by {', '.join(keys)}", ""] + table_lines(rows, reach, horizon)
     lines += skipped_lines(skipped)
     path.write_text("\n".join(lines) + "\n")
 
@@ -46,7 +46,7 @@ def write_task_tables(path: Path, sections: dict[str, dict[str, Any]], aggregate
                          + " |")
         lines.append("")
     for task, section in sections.items():
-        lines += [f"## {task}", ""] + table_lines(section["rows"], section["threshold"], section["horizon"]) + [""]
+        lines += [f"## {task}", ""] + table_lines(section["rows"], section["reach"], section["horizon"]) + [""]
     lines += skipped_lines(skipped)
     path.write_text("\n".join(lines) + "\n")
 
@@ -55,17 +55,27 @@ def skipped_lines(skipped: list[tuple[Path, str]]) -> list[str]:
     return ["", "Skipped:", ""] + [f"- `{folder}`: {reason}" for folder, reason in skipped] if skipped else []
 
 
-def table_lines(rows: list[dict], threshold: float, horizon: float) -> list[str]:
+def table_lines(rows: list[dict], reach: dict | None, horizon: float) -> list[str]:
+    """The group table; the 'steps to X' column only when ``reach`` says X, with its definition below."""
     atari = any(row.get("hns") is not None for row in rows)  # a human-normalized column for Atari games
+    columns = ["group", "seeds", "final return", "AUC (mean return)"]
+    columns += [f"steps to {reach['threshold']:.2f}"] if reach else []
+    columns += ["final from"] + (["human-normalized final"] if atari else [])
     lines = [f"Curves read up to {horizon:,.0f} env steps (the shortest run). Brackets: 95% bootstrap CI over seeds.",
-             "", f"| group | seeds | final return | AUC (mean return) | steps to {threshold:.2f} | final from |"
-             + (" human-normalized final |" if atari else ""), "|---|---|---|---|---|---|" + ("---|" if atari else "")]
+             "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        reach_value, reach_interval, reached = row["reach"]
-        reach = _interval(reach_value, reach_interval, integer=True)
-        if reached < row["seeds"]:
-            reach = f"not reached by {row['seeds'] - reached} of {row['seeds']}"
-        hns = (f" {row['hns']:.3f} |" if row.get("hns") is not None else " — |") if atari else ""
-        lines.append(f"| {row['group']} | {row['seeds']} | {_interval(*row['final'])} | {_interval(*row['auc'])} "
-                     f"| {reach} | {row['final_source']} |{hns}")
+        cells = [row["group"], str(row["seeds"]), _interval(*row["final"]), _interval(*row["auc"])]
+        if reach:
+            reach_value, reach_interval, reached = row["reach"]
+            cells.append(_interval(reach_value, reach_interval, integer=True) if reached == row["seeds"]
+                         else f"not reached by {row['seeds'] - reached} of {row['seeds']}")
+        cells.append(row["final_source"])
+        if atari:
+            cells.append(f"{row['hns']:.3f}" if row.get("hns") is not None else "—")
+        lines.append("| " + " | ".join(cells) + " |")
+    if reach:
+        lines += ["", f"Steps to {reach['threshold']:.2f}: {reach['rule']}."]
+    else:
+        lines += ["", "No 'steps to X' column: no X tells these groups apart (no run reaches it, every run starts "
+                      "above it, or no group's training return ends above where the runs started)."]
     return lines

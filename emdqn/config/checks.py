@@ -150,13 +150,17 @@ def _check_value_classes(cfg: DictConfig) -> None:
                 _fail(key, value, "a non-empty list of integers >= 1")
 
 
+COMMON_ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")  # names every Lightning 2.x accepts
+
+
 def _check_lightning_arguments(trainer: DictConfig) -> None:
     """What Lightning's Trainer would refuse only after the envs and buffers are built."""
-    from pytorch_lightning.accelerators import AcceleratorRegistry
+    if trainer.accelerator not in COMMON_ACCELERATORS:  # Lightning's registry (seconds to import) only for another name
+        from pytorch_lightning.accelerators import AcceleratorRegistry
 
-    allowed = sorted({"auto", "cpu", "gpu", *AcceleratorRegistry.available_accelerators()})
-    if trainer.accelerator not in allowed:
-        _fail("trainer.accelerator", trainer.accelerator, ", ".join(allowed))
+        allowed = sorted({"auto", "cpu", "gpu", *AcceleratorRegistry.available_accelerators()})
+        if trainer.accelerator not in allowed:
+            _fail("trainer.accelerator", trainer.accelerator, ", ".join(allowed))
     devices = OmegaConf.to_container(trainer.devices) if OmegaConf.is_config(trainer.devices) else trainer.devices
     if devices == "auto" or devices == -1:
         return

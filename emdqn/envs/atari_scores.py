@@ -75,7 +75,7 @@ def atari_game(env_id: str) -> str | None:
     """The ALE game name of a gymnasium id (``PongNoFrameskip-v4``, ``ALE/Pong-v5`` -> ``pong``), or None."""
     import gymnasium
 
-    import emdqn.envs.make  # noqa: F401  (registers ale-py's and MinAtar's ids)
+    import emdqn.envs.make  # noqa: F401  (registers ale-py's ids)
 
     try:
         spec = gymnasium.spec(env_id)

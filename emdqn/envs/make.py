@@ -35,8 +35,10 @@ except ImportError:  # pragma: no cover - ale-py is a core dependency
     ale_py = None
 
 
-def _register_minatar() -> None:
-    """MinAtar's gymnasium ids exist only after ``minatar.gym.register_envs()``."""
+def register_minatar() -> None:
+    """MinAtar's gymnasium ids exist only after ``minatar.gym.register_envs()``. Called when a
+    MinAtar id is asked for, not at import: importing minatar loads seaborn and scipy.stats
+    (about a second), which a config error, a listing of Atari ids or a CartPole run never need."""
     if "MinAtar/Breakout-v0" in gym.registry:
         return
     # minatar.gym logs a root-logger warning when seaborn (needed only for its rgb_array
@@ -47,9 +49,6 @@ def _register_minatar() -> None:
     finally:
         logging.disable(logging.NOTSET)
     minatar.gym.register_envs()
-
-
-_register_minatar()
 
 
 def minatar_id(game: str, action_set: str = "full") -> str:
@@ -262,6 +261,8 @@ class OneHotObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs)
 
 def check_env_id(env_id: str) -> None:
     """Fail early, with a hint, for an id that gymnasium does not know."""
+    if env_id.startswith("MinAtar/") or env_id not in gym.registry:
+        register_minatar()
     if env_id in gym.registry:
         return
     close = difflib.get_close_matches(env_id, list(gym.registry.keys()), n=5, cutoff=0.6)
@@ -384,6 +385,7 @@ def untrainable_reason(env_id: str) -> str | None:
 
 def available_envs() -> dict[str, list[str]]:
     """The environment ids this machine can build and train, by family."""
+    register_minatar()
     families: dict[str, list[str]] = {"Atari (env=atari env.id=...)": [], "MinAtar (env=minatar env.game=...)": [],
                                       "classic control and toy text (model=mlp)": []}
     for env_id, spec in sorted(gym.registry.items()):

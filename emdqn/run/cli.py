@@ -92,10 +92,12 @@ SHORT_ERRORS = "EMDQN_SHORT_ERRORS"
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
-    from emdqn.run.checkpoint import CheckpointError
     from emdqn.config.checks import ConfigError
 
-    return ConfigError, CheckpointError, FileExistsError
+    # A CheckpointError can only come once its module is loaded; importing it to catch one
+    # would load torch (a second) before a config error is printed.
+    checkpoint = sys.modules.get("emdqn.run.checkpoint")
+    return (ConfigError, FileExistsError) + ((checkpoint.CheckpointError,) if checkpoint is not None else ())
 
 
 def wants_tracebacks() -> bool:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
-import netrc
 import os
-import sys
 import uuid
 import warnings
 from pathlib import Path
@@ -16,10 +14,11 @@ from omegaconf import OmegaConf
 from pytorch_lightning.loggers.logger import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
+from emdqn.run.wandb_run import WANDB_ID_FILE, quiet_wandb_settings, wandb_mode
+
 log = logging.getLogger("emdqn")
 
 METRICS_FILE = "metrics.csv"
-WANDB_ID_FILE = "wandb_id.txt"
 
 
 class MetricsCSVLogger(Logger):
@@ -108,23 +107,6 @@ class MetricsCSVLogger(Logger):
         self.save()
 
 
-def wandb_mode(configured: str | None) -> str:
-    """The configured mode; else WANDB_MODE; else online only when a login exists."""
-    if configured:
-        return configured
-    if os.environ.get("WANDB_MODE"):
-        return os.environ["WANDB_MODE"]
-    if os.environ.get("WANDB_API_KEY"):
-        return "online"
-    try:
-        netrc_path = os.environ.get("NETRC", os.path.expanduser("~/.netrc"))
-        if os.path.exists(netrc_path) and netrc.netrc(netrc_path).authenticators("api.wandb.ai"):
-            return "online"
-    except (netrc.NetrcParseError, OSError):
-        pass
-    return "offline"
-
-
 def run_name(cfg: Any) -> str:
     """``{env}__{memory}__lam{lambda}__s{seed}``, or ``name`` when given."""
     if cfg.get("name"):
@@ -159,24 +141,3 @@ def build_wandb_logger(cfg: Any, run_dir: Path, group: str | None) -> Logger | N
     if mode == "offline":
         log.info("W&B runs offline; upload later with: wandb sync %s", run_dir / "wandb")
     return logger
-
-
-def quiet_wandb_settings() -> Any:
-    """W&B's settings without its run summary at the end (it pushed the last line of a run,
-    the command that continues it, off the screen); ``WANDB_QUIET=false`` brings it back."""
-    import wandb
-
-    return wandb.Settings(quiet=os.environ.get("WANDB_QUIET", "true").lower() not in ("false", "0", "no"))
-
-
-def finish_wandb() -> None:
-    """Close the current W&B run so the next multirun job starts its own."""
-    if "wandb" not in sys.modules:
-        return  # this run never used W&B (and a machine without wandb has nothing to close)
-    try:
-        import wandb
-
-        if wandb.run is not None:
-            wandb.finish()
-    except Exception as error:  # pragma: no cover - closing must not mask the real error
-        warnings.warn(f"wandb.finish() failed: {error}", stacklevel=2)

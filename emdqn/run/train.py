@@ -26,7 +26,8 @@ from emdqn.config.checks import (ConfigError, MemoryWeights, budget_warnings, re
 from emdqn.agent.collector import Collector, RunControl
 from emdqn.run.data import EarlyEnvStep, EMDQNDataModule
 from emdqn.evaluate import evaluate
-from emdqn.run.loggers import MetricsCSVLogger, build_wandb_logger, finish_wandb, run_name
+from emdqn.run.loggers import MetricsCSVLogger, build_wandb_logger, run_name
+from emdqn.run.wandb_run import finish_wandb
 from emdqn.agent.metrics import EvaluationPlan, log_metrics
 from emdqn.agent.learner import Learner
 from emdqn.run.module import EMDQNModule
