@@ -13,7 +13,8 @@ from omegaconf import DictConfig
 
 import emdqn  # noqa: F401  (registers conf/'s typed schemas, resolvers and the `+sweeps=<file>` group)
 from emdqn.run.cluster import quiet_scheduler_polling
-from emdqn.run.cli import continue_in_run_folder, one_line_errors, refuse_a_taken_run_folder, report_user_errors
+from emdqn.run.cli import (continue_in_run_folder, one_line_errors, print_job_config, refuse_a_taken_run_folder,
+                           report_user_errors)
 
 continue_in_run_folder(sys.argv)  # resume=<run>: Hydra logs into that run's folder, no new one
 refuse_a_taken_run_folder(sys.argv)  # before Hydra's log reaches that folder
@@ -34,4 +35,5 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     with one_line_errors():
+        print_job_config(sys.argv)  # --cfg job: the λ and β the run uses, not the null that means "default"
         main()

@@ -69,3 +69,18 @@ def test_the_pre_run_estimate_of_a_checkpoint_matches_what_the_run_writes(tmp_pa
     estimate = float(found.group(1)) * {"KB": 1e3, "MB": 1e6, "GB": 1e9}[found.group(2)]
     written = sum(path.stat().st_size for path in (run_dir / "checkpoints").rglob("*") if path.is_file())
     assert 0.8 < written / estimate < 1.25, (written, estimate)
+
+
+def test_cfg_job_shows_the_lambda_and_beta_that_run(tmp_path):
+    import yaml
+
+    shown = {}
+    for name, overrides in {"default": [], "beta": ["memory.beta=0.5"], "none": ["memory=none"]}.items():
+        result = run_train(["--cfg", "job", *overrides], cwd=tmp_path)
+        memory = yaml.safe_load(result.stdout)["memory"]
+        shown[name] = (memory["lambda"], memory["beta"])
+    assert shown == {"default": (0.1, 0.1), "beta": (0.5, 0.5), "none": (0.0, 0.0)}
+    refused = run_train(["--cfg", "job", "memory.lambda=-1"], cwd=tmp_path, check=False,
+                        extra_env={"HYDRA_FULL_ERROR": "0"})
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].startswith("error: memory.lambda=-1.0")
+    assert not any(tmp_path.iterdir()), "printing the config writes nothing"

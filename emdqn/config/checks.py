@@ -10,7 +10,7 @@ import math
 import re
 from typing import Any, Iterator, NamedTuple, Sequence
 
-from omegaconf import DictConfig, FloatNode, IntegerNode, ListConfig, OmegaConf
+from omegaconf import DictConfig, FloatNode, IntegerNode, ListConfig, OmegaConf, open_dict
 
 from emdqn.config.choices import (ATARI_FRAMES, ENV_KINDS, IMAGE_MODELS, LOSSES, MATCH_MODES, MEMORY_AVERAGES,
                            MINATAR_ACTION_SETS, MINATAR_GAMES, MODEL_NAMES, PADDINGS, PRECISIONS)
@@ -69,6 +69,14 @@ def resolve_memory_weights(memory_cfg: Any) -> MemoryWeights:
     if alpha == 0 and beta == 0:
         raise ConfigError("memory.alpha=0 and memory.beta=0 leave nothing to learn: at least one must be > 0")
     return MemoryWeights(float(alpha), float(beta), float(lam))
+
+
+def apply_memory_weights(cfg: DictConfig) -> MemoryWeights:
+    """Resolve λ, β and α once and write them into ``cfg`` (config.yaml and --cfg show the values used)."""
+    weights = resolve_memory_weights(cfg.memory)
+    with open_dict(cfg):
+        cfg.memory["lambda"], cfg.memory.beta = weights.lam, weights.beta
+    return weights
 
 
 def register_resolvers() -> None:

@@ -86,6 +86,31 @@ def resume_group_choices(argv: list[str], run_dir: Path) -> list[str]:
     return choices
 
 
+def print_job_config(argv: list[str]) -> None:
+    """``--cfg job`` (``-c job``) shows the config a run uses: λ and β resolved as training
+    resolves them (Hydra's own print would show the ``null`` that means "the default").
+    A resume's config, ``--package`` and the other ``--cfg`` views stay Hydra's."""
+    arguments = argv[1:]
+    flag = next((index for index, arg in enumerate(arguments) if arg in ("--cfg", "-c")), None)
+    if flag is None or flag + 1 >= len(arguments) or arguments[flag + 1] != "job":
+        return
+    if any(arg in ("-m", "--multirun", "--package", "-p") or arg.startswith("resume=") for arg in arguments):
+        return
+    skip = {flag, flag + 1}
+    resolve = "--resolve" in arguments
+    overrides = [arg for index, arg in enumerate(arguments) if index not in skip and not arg.startswith("-")]
+    from omegaconf import OmegaConf
+
+    from emdqn.config.checks import apply_memory_weights
+    from emdqn.config.compose import compose_config
+
+    with report_user_errors():
+        cfg = compose_config(overrides)
+        apply_memory_weights(cfg)
+    print(OmegaConf.to_yaml(cfg, resolve=resolve), end="")
+    sys.exit(0)
+
+
 # Set by `one_line_errors` for the whole process tree (sweep jobs included): Hydra then hands
 # its errors to us instead of printing them over several lines.
 SHORT_ERRORS = "EMDQN_SHORT_ERRORS"

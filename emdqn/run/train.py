@@ -21,8 +21,8 @@ from emdqn.agent.cadence import Cadence
 from emdqn.run.checkpoint import checkpoint_path, load_checkpoint, restore, save_best_weights, save_checkpoint
 from emdqn.run.cli import quiet_third_party_output, run_files_in, taken_folder_message
 from emdqn.run.cluster import JobEnded, in_slurm_job, requeued_attempt, requeued_by_slurm
-from emdqn.config.checks import (ConfigError, MemoryWeights, budget_warnings, read_run_config, resolve_memory_weights,
-                          validate)
+from emdqn.config.checks import (ConfigError, apply_memory_weights, budget_warnings, read_run_config,
+                                 validate)
 from emdqn.agent.collector import Collector, RunControl
 from emdqn.run.data import EarlyEnvStep, EMDQNDataModule
 from emdqn.evaluate import evaluate
@@ -141,14 +141,6 @@ def experiment_differences(before: Any, now: Any, before_label: str, now_label: 
     old, new = flat_items(experiment_settings(before)), flat_items(experiment_settings(now))
     return [f"{key}: {old.get(key)!r} {before_label}, {new.get(key)!r} {now_label}"
             for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
-
-
-def apply_memory_weights(cfg: DictConfig) -> MemoryWeights:
-    """Resolve λ, β and α once and write them into ``cfg`` (config.yaml and --cfg show the values used)."""
-    weights = resolve_memory_weights(cfg.memory)
-    with open_dict(cfg):
-        cfg.memory["lambda"], cfg.memory.beta = weights.lam, weights.beta
-    return weights
 
 
 def check_saved_config(run_path: Path, saved: DictConfig, manifest: dict[str, Any], allow_change: bool) -> None:
