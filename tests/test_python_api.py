@@ -34,3 +34,13 @@ def test_a_script_composes_the_config_and_trains_without_registering_anything(tm
     assert lines["HYDRA"] == "minatar False"
     assert (tmp_path / "run" / "checkpoints" / "manifest.json").is_file()
     assert (tmp_path / "run" / "metrics.csv").read_text().count("\n") > 1
+
+
+def test_the_design_document_maps_every_module():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    design = (root / "docs" / "design.md").read_text()
+    modules = [path.relative_to(root).as_posix() for path in (root / "emdqn").rglob("*.py")
+               if path.name not in ("__init__.py", "__main__.py")]
+    assert len(modules) > 30 and [module for module in modules if f"`{module}`" not in design] == []
