@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from emdqn.config.checks import ConfigError, validate
-from emdqn.envs.make import MINATAR_GAMES, make_env, minatar_id
+from emdqn.config.choices import MINATAR_GAMES
+from emdqn.envs.make import make_env, minatar_id
 from emdqn.agent.networks import MinAtarCNN, build_q_network
 from tests.conftest import compose_config, run_train
 

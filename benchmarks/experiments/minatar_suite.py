@@ -31,7 +31,6 @@ import argparse
 import csv
 import datetime
 import json
-import math
 import subprocess
 import sys
 import time

@@ -25,7 +25,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from emdqn.config.choices import ENV_KINDS, MINATAR_GAMES
+from emdqn.config.choices import ENV_KINDS
 
 try:  # ale-py >= 0.9 ships the ROMs; registering is a no-op when already done.
     import ale_py
