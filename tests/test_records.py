@@ -104,3 +104,14 @@ def test_frozenlake_figures_equal_their_records():
         record = json.loads((RESULTS / f"frozenlake_{regime}.json").read_text())
         assert record["regime"] == regime
         assert markdown_table(record) in quoted_block("results.md", f"frozenlake_{regime}")
+
+
+def test_the_frozenlake_sweep_table_in_the_docs_is_the_compare_report_of_its_record():
+    report = (RESULTS / "frozenlake_lambda_sweep.md").read_text()
+    table = [line for line in report.splitlines() if line.startswith("|")]
+    assert len(table) == 5 and "\n".join(table) in (ROOT / "docs" / "sweeps.md").read_text()
+    record = json.loads((RESULTS / "frozenlake_lambda_sweep.json").read_text())
+    for row in record["rows"]:
+        final_mean = row["final"][0]
+        assert f"| {row['group']} | {row['seeds']} | {final_mean:.2f} [" in report
+        assert len(row["per_seed"]["final"]) == row["seeds"] == 3
