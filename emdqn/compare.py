@@ -168,12 +168,15 @@ def compare_runs(runs: Sequence[Run], keys: Sequence[str], window: int, threshol
     finals = {group: np.array([final_return(run, all(r.eval_return is not None for r in members), window)
                                for run in members]) for group, members in groups.items()}
     reach = reach_target(curves, threshold)
+    steps_to = {group: np.array([steps_to_threshold(curve, grid, reach["threshold"]) for curve in group_curves])
+                for group, group_curves in curves.items()} if reach else {}
+    if reach and not discriminates(np.concatenate(list(steps_to.values())), grid):
+        reach = None
     rows = []
     for group in sorted(groups, key=lambda g: tuple(str(v) for v in g)):
         members = groups[group]
         auc = np.nanmean(curves[group], axis=1)
-        steps = np.array([steps_to_threshold(curve, grid, reach["threshold"]) for curve in curves[group]]) \
-            if reach else np.array([])
+        steps = steps_to.get(group)
         rows.append({
             "group": group_label(keys, group), "seeds": len(members),
             "per_seed": {"seed": [run.config.get("seed") for run in members], "final": finals[group].tolist(),
@@ -186,11 +189,7 @@ def compare_runs(runs: Sequence[Run], keys: Sequence[str], window: int, threshol
             "final_source": "eval" if all(r.eval_return is not None for r in members) else f"last {window} games",
             "hns": human_normalized(members, finals[group]),
         })
-    if reach and not discriminates([row["reach"] for row in rows], grid, curves, reach["threshold"]):
-        reach = None
-        for row in rows:
-            row["reach"] = None
-    return {"rows": rows, "groups": groups, "curves": curves, "grid": grid, "reach": reach, "horizon": horizon}
+    return {"rows": rows, "groups": groups, "grid": grid, "reach": reach, "horizon": horizon}
 
 
 REACH_FRACTION = 0.9  # of the way from where the curves start to the best group's final training return
@@ -216,12 +215,9 @@ def reach_target(curves: dict[tuple, np.ndarray], threshold: float | None) -> di
                     f"value) to the best group's final training return ({best:.2f}), on the same curve"}
 
 
-def discriminates(reaches: list[tuple], grid: np.ndarray, curves: dict[tuple, np.ndarray], threshold: float) -> bool:
+def discriminates(steps: np.ndarray, grid: np.ndarray) -> bool:
     """Whether 'steps to X' can tell the groups apart: some run reaches X, and not every run at the first point."""
-    reached = sum(reach[2] for reach in reaches)
-    at_first_point = all(np.nan_to_num(curve[0], nan=-np.inf) >= threshold
-                         for group_curves in curves.values() for curve in group_curves)
-    return reached > 0 and not at_first_point
+    return bool(np.isfinite(steps).any()) and not bool((steps == grid[0]).all())
 
 
 def human_normalized(runs: Sequence[Run], finals: np.ndarray) -> float | None:
