@@ -26,10 +26,10 @@ def final_state(run_dir):
     return state, saved_replay(state)
 
 
-def start_and_stop(run_dir, stop_after_step):
+def start_and_stop(run_dir, stop_after_step, run=RUN):
     """Start a real run, send SIGTERM once it has passed ``stop_after_step`` env steps."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", WANDB_MODE="offline")
-    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *RUN, f"hydra.run.dir={run_dir}"],
+    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *run, f"hydra.run.dir={run_dir}"],
                                cwd=run_dir.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
     output = []
@@ -47,11 +47,13 @@ def start_and_stop(run_dir, stop_after_step):
     return "".join(output)
 
 
-def test_sigterm_and_resume_equal_one_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("num_envs", [1, 4])
+def test_sigterm_and_resume_equal_one_uninterrupted_run(tmp_path, num_envs):
+    run = RUN + [f"env.num_envs={num_envs}"]
     whole = tmp_path / "whole"
-    run_train(RUN + [f"hydra.run.dir={whole}"], cwd=tmp_path)
+    run_train(run + [f"hydra.run.dir={whole}"], cwd=tmp_path)
     parted = tmp_path / "parted"
-    output = start_and_stop(parted, stop_after_step=1200)
+    output = start_and_stop(parted, stop_after_step=1200, run=run)
     assert "Stopped at env step" in output and f"resume={parted}" in output
     stopped_at = load_checkpoint(parted)["env_steps"]
     assert 1200 < stopped_at < 3000

@@ -175,3 +175,64 @@ def test_acting_stays_fp32_inside_the_gradient_steps_autocast():
     assert autocast_seen == [False, False]
     assert output_dtypes == [torch.float32, torch.float32]  # the hidden layer too, not only the output
     collector.envs.close()
+
+
+def test_several_minatar_envs_store_what_each_env_played_alone():
+    """env.num_envs=3 plays three games in one loop: given the same actions, each env's replay
+    and the memory hold exactly what three one-env runs with those seeds hold."""
+    overrides = ["experiment=minatar", "env.game=breakout", "buffer.capacity=3000", "memory.capacity=10000"]
+    steps, num_envs = 400, 3
+    actions = np.random.default_rng(1).integers(3, size=(steps, num_envs))
+
+    def play(collector, columns):
+        collector.set_policy(None)  # never asked: the actions are given
+        collector._choose_actions = lambda obs: actions[collector.env_steps // collector.num_envs, columns]
+        for _ in range(steps):
+            collector.play_step()
+        return collector
+
+    together = play(Collector.from_config(compose_config(overrides + [f"env.num_envs={num_envs}", "seed=5"])),
+                    slice(None))
+    alone = [play(Collector.from_config(compose_config(overrides + [f"seed={5 + index}"])), slice(index, index + 1))
+             for index in range(num_envs)]
+    assert together.env_steps == steps * num_envs
+    for index, single in enumerate(alone):
+        stream, own = together.replay.streams[index].state_dict(), single.replay.streams[0].state_dict()
+        for name, array in own["arrays"].items():
+            np.testing.assert_array_equal(stream["arrays"][name], array, err_msg=f"env {index}: {name}")
+        assert stream["cursor"] == own["cursor"] and stream["num_transitions"] == own["num_transitions"]
+
+    def entries(feeds):
+        table = {}
+        for feed in feeds:
+            state = feed.memory.state_dict()
+            for key, action, value in zip(map(tuple, state["keys"]), state["actions"], state["values"]):
+                table[key, action] = max(value, table.get((key, action), -np.inf))
+        return table
+
+    merged = entries(single.memory_feed for single in alone)
+    assert len(merged) > 100, "finished episodes were written"
+    assert entries([together.memory_feed]) == merged
+    for collector in (together, *alone):
+        collector.envs.close()
+
+
+def test_a_batch_from_several_envs_holds_only_transitions_they_stored():
+    cfg = compose_config(["experiment=minatar", "env.game=breakout", "env.num_envs=4", "buffer.capacity=2000",
+                          "memory=none", "agent.n_step=3", "agent.exploration.schedule=[[0,1.0]]"])
+    collector = Collector.from_config(cfg)
+    for _ in range(300):
+        collector.play_step()
+    stored, owners = {}, {}
+    for index, stream in enumerate(collector.replay.streams):
+        for slot in np.flatnonzero(stream.has_transition):
+            obs = stream.stacks(np.array([slot]))[0].tobytes()
+            stored.setdefault(obs, []).append(int(stream.actions[slot]))
+            owners.setdefault(obs, set()).add(index)
+    sample = collector.replay.sample(256, n_step=3, gamma=0.9)
+    assert sample.obs.shape == (256, *collector.envs.observation_shape)
+    for obs, action in zip(sample.obs, sample.actions):
+        assert action in stored[obs.tobytes()]
+    assert set().union(*(owners[obs.tobytes()] for obs in sample.obs)) == {0, 1, 2, 3}, "every env is drawn from"
+    assert np.isin(np.round(sample.discounts.astype(np.float64), 6), [0.9, 0.81, 0.729]).all()
+    collector.envs.close()

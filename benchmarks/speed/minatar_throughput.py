@@ -1,23 +1,27 @@
 """The framework's own per-step cost, where a small network exposes it: MinAtar Breakout.
 
-    python benchmarks/speed/minatar_throughput.py                      # about 5 minutes on 2 cores
-    python benchmarks/speed/minatar_throughput.py --repeats 3 --record benchmarks/results/minatar_throughput.json
-    python benchmarks/speed/minatar_throughput.py --loops none kdtree   # ours only (e.g. two commits alternating)
+    python benchmarks/speed/minatar_throughput.py                                  # about 5 minutes on 2 cores
+    python benchmarks/speed/minatar_throughput.py --num-envs 1 8 --before <clone of an earlier commit> \
+        --repeats 3 --record benchmarks/results/minatar_throughput.json            # about 25 minutes
+    python benchmarks/speed/minatar_throughput.py --loops none kdtree              # ours only
 
-Three loops play and learn with the same settings (``experiment=minatar``: MinAtar's
-network, batch 32, one Adam step per 4 env steps, Huber loss, target sync every 4,000 env
-steps, a 100k replay), epsilon fixed at 0.01 so acting costs a forward pass on nearly
-every step, one torch thread each:
+Loops play and learn with the same settings (``experiment=minatar``: MinAtar's network,
+batch 32, one Adam step per 4 env steps whatever the number of envs, Huber loss, target
+sync every 4,000 env steps, a 100k replay), epsilon fixed at 0.01 so acting costs a forward
+pass on nearly every step, one torch thread each, for each count of ``--num-envs``:
 
-1. a bare loop: the env, the network, uniform replay sampling and the update written as a
-   plain PyTorch loop (CleanRL's shape: no Lightning, no episodic memory, no metrics);
-2. ours, ``python train.py experiment=minatar memory=none``;
-3. ours with the episodic memory (``memory=kdtree``, lambda 0.1).
+1. a bare loop: the envs, the network (one forward pass for all envs), uniform replay
+   sampling and the update written as a plain PyTorch loop (CleanRL's shape: no Lightning,
+   no episodic memory, no metrics);
+2. ours, ``python train.py experiment=minatar memory=none env.num_envs=N``;
+3. ours with the episodic memory (``memory=kdtree``, lambda 0.1);
+
+and, with ``--before``, that checkout's ``memory=none`` loop with one env (its own copy of
+this script, in a process of its own), the figure a change is measured against.
 
 Each figure is the median of windows of ``--window-steps`` env steps after learning starts
-(the first window warms up); the three loops alternate ``--repeats`` times so a slow spell
-of the shared machine hits all of them. Targets: ours ``memory=none`` >= 0.8 x the bare
-loop; the memory <= 10 % over ``memory=none``.
+(the first window warms up); the loops alternate ``--repeats`` times so a slow spell of the
+shared machine hits all of them.
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import re
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -49,8 +56,8 @@ SETTINGS = ["experiment=minatar", f"env.game={GAME}", "agent.exploration.schedul
             "logger=csv", "checkpoint.every_steps=0", "checkpoint.save_replay=false", "trainer.threads=1"]
 
 
-def bare_loop_sps(learning_starts: int, window_steps: int, windows: int, seed: int = 0) -> float:
-    """Plain PyTorch DQN on the same env, network and settings; the median window SPS."""
+def bare_loop_sps(learning_starts: int, window_steps: int, windows: int, num_envs: int = 1, seed: int = 0) -> float:
+    """Plain PyTorch DQN on the same envs, network and settings; the median window SPS."""
     torch.set_num_threads(1)
     config = compose_config(SETTINGS)
     cfg = config.agent
@@ -58,40 +65,45 @@ def bare_loop_sps(learning_starts: int, window_steps: int, windows: int, seed: i
     with warnings.catch_warnings():  # gymnasium calls -v0 out of date; it is the published action set
         warnings.filterwarnings("ignore", message=".*is out of date.*")
         # The same gymnasium wrappers as our env (a step cap, no env checker).
-        env = gym.make(config.env.id, max_episode_steps=config.env.max_episode_steps, disable_env_checker=True)
+        envs = [gym.make(config.env.id, max_episode_steps=config.env.max_episode_steps, disable_env_checker=True)
+                for _ in range(num_envs)]
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
 
     def channels_first(frame: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(frame.transpose(2, 0, 1), dtype=np.uint8)
 
-    obs = channels_first(env.reset(seed=seed)[0])
-    num_actions = int(env.action_space.n)
-    q_network = MinAtarCNN(obs.shape, num_actions)
+    obs = np.stack([channels_first(env.reset(seed=seed + index)[0]) for index, env in enumerate(envs)])
+    num_actions = int(envs[0].action_space.n)
+    q_network = MinAtarCNN(obs.shape[1:], num_actions)
     target_network = copy.deepcopy(q_network).requires_grad_(False)
-    optimizer = torch.optim.Adam(q_network.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
+    optimizer = torch.optim.Adam(q_network.parameters(), lr=cfg.lr, eps=cfg.adam_eps, fused=True)
     capacity = int(config.buffer.capacity)
-    observations = np.zeros((capacity, *obs.shape), dtype=np.uint8)
+    observations = np.zeros((capacity, *obs.shape[1:]), dtype=np.uint8)
     next_observations = np.zeros_like(observations)
     actions = np.zeros(capacity, dtype=np.int64)
     rewards = np.zeros(capacity, dtype=np.float32)
     terminals = np.zeros(capacity, dtype=np.float32)
     total = learning_starts + window_steps * (windows + 1)
-    rates, window_start = [], None
-    for step in range(total):
-        if rng.random() < 0.01:
-            action = int(rng.integers(num_actions))
-        else:
-            with torch.no_grad():
-                action = int(q_network(torch.from_numpy(obs).unsqueeze(0)).argmax(dim=1).item())
-        frame, reward, terminated, truncated, _ = env.step(action)
-        next_obs = channels_first(frame)
-        slot = step % capacity
-        observations[slot], next_observations[slot] = obs, next_obs
-        actions[slot], rewards[slot], terminals[slot] = action, reward, float(terminated)
-        obs = channels_first(env.reset()[0]) if terminated or truncated else next_obs
-        if step >= learning_starts and step % cfg.train_freq == 0:
-            rows = rng.integers(0, min(step + 1, capacity), size=cfg.batch_size)
+    rates, window_start, step = [], None, 0
+    while step < total:
+        with torch.no_grad():
+            greedy = q_network(torch.from_numpy(obs)).argmax(dim=1).numpy()
+        chosen = np.where(rng.random(num_envs) < 0.01, rng.integers(num_actions, size=num_envs), greedy)
+        next_obs = np.empty_like(obs)
+        for index, env in enumerate(envs):
+            frame, reward, terminated, truncated, _ = env.step(int(chosen[index]))
+            next_obs[index] = channels_first(frame)
+            slot = (step + index) % capacity
+            observations[slot], next_observations[slot] = obs[index], next_obs[index]
+            actions[slot], rewards[slot], terminals[slot] = chosen[index], reward, float(terminated)
+            if terminated or truncated:
+                next_obs[index] = channels_first(env.reset()[0])
+        obs = next_obs
+        before, step = step, step + num_envs
+        # One update per train_freq env steps passed, as in our loop.
+        for _ in range(step // cfg.train_freq - before // cfg.train_freq if step > learning_starts else 0):
+            rows = rng.integers(0, min(step, capacity), size=cfg.batch_size)
             with torch.no_grad():
                 next_values = target_network(torch.from_numpy(next_observations[rows])).max(dim=1).values
                 targets = torch.from_numpy(rewards[rows]) + cfg.gamma * next_values * (
@@ -102,21 +114,24 @@ def bare_loop_sps(learning_starts: int, window_steps: int, windows: int, seed: i
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        if step % cfg.target_update == 0:
+        if step // cfg.target_update != before // cfg.target_update:
             target_network.load_state_dict(q_network.state_dict())
-        if step >= learning_starts and (step - learning_starts) % window_steps == 0:
+        if step >= learning_starts and (step - learning_starts) // window_steps != (before - learning_starts) // window_steps:
             now = time.perf_counter()
-            if window_start is not None and step - learning_starts > window_steps:
+            if window_start is not None and before - learning_starts >= window_steps:
                 rates.append(window_steps / (now - window_start))  # the first window warms up
             window_start = now
-    env.close()
+    for env in envs:
+        env.close()
     return statistics.median(rates)
 
 
-def our_loop_sps(memory: str, learning_starts: int, window_steps: int, windows: int, folder: Path) -> float:
+def our_loop_sps(memory: str, learning_starts: int, window_steps: int, windows: int, folder: Path,
+                 num_envs: int = 1) -> float:
     total = learning_starts + window_steps * (windows + 1)
-    cfg = compose_config(SETTINGS + [f"memory={memory}", f"agent.learning_starts={learning_starts}",
-                                     f"agent.total_steps={total}", f"trainer.log_every_steps={window_steps}"])
+    cfg = compose_config(SETTINGS + [f"memory={memory}", f"env.num_envs={num_envs}",
+                                     f"agent.learning_starts={learning_starts}", f"agent.total_steps={total}",
+                                     f"trainer.log_every_steps={window_steps}"])
     run_dir = folder / f"run{len(list(folder.iterdir()))}"
     train(cfg, run_dir=run_dir)
     with (run_dir / "metrics.csv").open(newline="") as file:
@@ -125,25 +140,50 @@ def our_loop_sps(memory: str, learning_starts: int, window_steps: int, windows: 
                              if int(row["step"]) > learning_starts + window_steps)
 
 
+def checkout_sps(checkout: Path, learning_starts: int, window_steps: int, windows: int) -> float:
+    """Another checkout's ``memory=none`` loop with one env, run by its own copy of this script."""
+    script = next(path for path in ("benchmarks/speed/minatar_throughput.py", "benchmarks/minatar_throughput.py")
+                  if (checkout / path).is_file())
+    output = subprocess.run(
+        [sys.executable, script, "--loops", "none", "--repeats", "1", "--learning-starts", str(learning_starts),
+         "--window-steps", str(window_steps), "--windows", str(windows)], cwd=checkout, capture_output=True, text=True,
+        check=True, env={"PATH": "/usr/bin:/bin", "WANDB_MODE": "offline", "HOME": str(Path.home()),
+                         "PYTHONPATH": str(checkout)}).stdout  # that checkout's emdqn, not the installed one
+    return float(re.search(r"^\[1/1\] ours, memory=none: (\d+) SPS", output, re.MULTILINE).group(1))
+
+
+LOOP_NAMES = {"bare": "bare PyTorch loop", "none": "ours, memory=none", "kdtree": "ours, memory=kdtree"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--learning-starts", type=int, default=5000)
     parser.add_argument("--window-steps", type=int, default=5000)
     parser.add_argument("--windows", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=2, help="alternating runs of the three loops")
-    parser.add_argument("--loops", nargs="+", choices=("bare", "none", "kdtree"), default=["bare", "none", "kdtree"],
+    parser.add_argument("--repeats", type=int, default=2, help="alternating runs of every loop")
+    parser.add_argument("--loops", nargs="+", choices=tuple(LOOP_NAMES), default=list(LOOP_NAMES),
                         help="which loops to run: the bare PyTorch loop, ours with memory=none, ours with the memory")
+    parser.add_argument("--num-envs", nargs="+", type=int, default=[1], help="env counts to time each loop with")
+    parser.add_argument("--before", type=Path, help="a checkout whose memory=none loop (one env) is timed alongside")
     parser.add_argument("--record", type=Path, help="write the figures as a result record (JSON)")
     args = parser.parse_args()
+    if args.before is not None and not (args.before / "train.py").is_file():
+        parser.error(f"--before {args.before}: not a checkout of this project (no train.py in it)")
+    if any(count < 1 for count in args.num_envs):
+        parser.error(f"--num-envs {args.num_envs}: every count must be >= 1")
     quiet_logs()
-    every_loop = {
-        "bare": ("bare PyTorch loop", lambda folder: bare_loop_sps(args.learning_starts, args.window_steps,
-                                                                   args.windows)),
-        "none": ("ours, memory=none", lambda folder: our_loop_sps("none", args.learning_starts, args.window_steps,
-                                                                  args.windows, folder)),
-        "kdtree": ("ours, memory=kdtree", lambda folder: our_loop_sps("kdtree", args.learning_starts,
-                                                                      args.window_steps, args.windows, folder))}
-    loops = dict(every_loop[name] for name in args.loops)
+    timing = (args.learning_starts, args.window_steps, args.windows)
+    loops = {}
+    if args.before is not None:
+        loops["before: ours, memory=none, 1 env"] = lambda folder: checkout_sps(args.before, *timing)
+    for count in args.num_envs:
+        suffix = f", {count} env{'s' if count > 1 else ''}"
+        for name in args.loops:
+            if name == "bare":
+                loops[LOOP_NAMES[name] + suffix] = lambda folder, count=count: bare_loop_sps(*timing, num_envs=count)
+            else:
+                loops[LOOP_NAMES[name] + suffix] = lambda folder, name=name, count=count: our_loop_sps(
+                    name, *timing, folder, num_envs=count)
     runs: dict[str, list[float]] = {name: [] for name in loops}
     with tempfile.TemporaryDirectory() as folder:
         for repeat in range(args.repeats):
@@ -151,19 +191,36 @@ def main() -> None:
                 runs[name].append(loop(Path(folder)))
                 print(f"[{repeat + 1}/{args.repeats}] {name}: {runs[name][-1]:.0f} SPS", flush=True)
     medians = {name: statistics.median(values) for name, values in runs.items()}
-    ratios = {}
-    if {"bare", "none"} <= set(args.loops):
-        ratios["ours none / bare"] = medians["ours, memory=none"] / medians["bare PyTorch loop"]
-    if {"none", "kdtree"} <= set(args.loops):
-        ratios["ours kdtree / ours none"] = medians["ours, memory=kdtree"] / medians["ours, memory=none"]
+    ratios = loop_ratios(medians, args.num_envs)
     print("\nmedians (SPS): " + ", ".join(f"{name} {value:.0f}" for name, value in medians.items()))
-    targets = {"ours none / bare": "(target >= 0.8)", "ours kdtree / ours none": "(target >= 0.9)"}
     for name, value in ratios.items():
-        print(f"{name}: {value:.3f} {targets[name]}")
+        print(f"{name}: {value:.3f}")
     if args.record:
+        before = {"before": {"checkout": str(args.before), "commit": checkout_commit(args.before)}} if args.before else {}
         write_record(args.record if args.record.is_absolute() else REPO_ROOT / args.record,
-                     {**metadata_block(), "game": GAME, "window_steps": args.window_steps, "windows": args.windows,
-                      "learning_starts": args.learning_starts, "sps": runs, "medians": medians, "ratios": ratios})
+                     {**metadata_block(), **before, "game": GAME, "window_steps": args.window_steps,
+                      "windows": args.windows, "learning_starts": args.learning_starts, "num_envs": args.num_envs,
+                      "sps": runs, "medians": medians, "ratios": ratios})
+
+
+def loop_ratios(medians: dict[str, float], env_counts: list[int]) -> dict[str, float]:
+    """The figures the targets are stated in, for the loops that were run."""
+    ratios = {}
+    before = medians.get("before: ours, memory=none, 1 env")
+    for count in env_counts:
+        suffix = f", {count} env{'s' if count > 1 else ''}"
+        none, kdtree, bare = (medians.get(LOOP_NAMES[name] + suffix) for name in ("none", "kdtree", "bare"))
+        if none and bare:
+            ratios[f"ours none / bare{suffix}"] = none / bare
+        if none and kdtree:
+            ratios[f"ours kdtree / ours none{suffix}"] = kdtree / none
+        if none and before:
+            ratios[f"ours none{suffix} / before (1 env)"] = none / before
+    return ratios
+
+
+def checkout_commit(checkout: Path) -> str:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True).stdout.strip()
 
 
 if __name__ == "__main__":

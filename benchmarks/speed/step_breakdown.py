@@ -2,6 +2,7 @@
 
     python benchmarks/speed/step_breakdown.py                  # env.num_envs=4, padding valid, memory=kdtree
     python benchmarks/speed/step_breakdown.py env.num_envs=1 model.padding=same memory=none
+    python benchmarks/speed/step_breakdown.py --minatar memory=none       # MinAtar Breakout, one thread
 
 The run has the settings of ``throughput.py`` (batch 32, one update per 4 env steps,
 epsilon 0.01, the memory pre-filled with ``--memory-entries`` keys). The parts of the loop
@@ -28,6 +29,7 @@ from _common import compose_config
 
 from emdqn.analysis.script_support import quiet_logs
 from _common import COMMON, prefill_memory
+from minatar_throughput import SETTINGS as MINATAR_SETTINGS
 
 import emdqn.agent.collector
 import emdqn.agent.learner
@@ -51,7 +53,7 @@ PARTS: list[tuple[Any, str, str, int]] = [
     (emdqn.agent.learner, "emdqn_loss", "loss forward (online + target)", 1),
     (torch.Tensor, "backward", "backward", 1),
     (emdqn.agent.loss, "clip_grad_norm_per_tensor", "gradient clipping", 1),
-    (torch.optim.Adam, "step", "optimizer step (Adam)", 1),
+    (emdqn.agent.learner, "adam_step", "optimizer step (Adam)", 1),
     (Collector, "_start_step", "act and send the next env step", 1),
     (emdqn.agent.collector, "greedy_actions", "acting forward pass", 2),
     (AleVectorEnvs, "send", "env send", 2),
@@ -91,7 +93,7 @@ def install_acting_positions(active: list[bool]) -> dict[int, list[float]]:
             by_position.setdefault(position[0], []).append(seconds)
         position[0] += 1
 
-    optimizer_step = torch.optim.Adam.step
+    optimizer_step = emdqn.agent.learner.adam_step
 
     @functools.wraps(optimizer_step)
     def counted_step(*args, **kwargs):
@@ -101,20 +103,23 @@ def install_acting_positions(active: list[bool]) -> dict[int, list[float]]:
             position[0] = 0
 
     emdqn.agent.collector.greedy_actions = timed(emdqn.agent.collector.greedy_actions, add)
-    torch.optim.Adam.step = counted_step
+    emdqn.agent.learner.adam_step = counted_step
     return by_position
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=8000, help="env steps timed after learning starts")
-    parser.add_argument("--memory-entries", type=int, default=1_000_000)
+    parser.add_argument("--memory-entries", type=int, default=None,
+                        help="keys pre-filled in the memory (default 1M for Pong; none for MinAtar, whose run fills it)")
+    parser.add_argument("--minatar", action="store_true",
+                        help="MinAtar Breakout with the settings of minatar_throughput.py (one thread) instead of Pong")
     parser.add_argument("overrides", nargs="*", help="overrides of the run, e.g. env.num_envs=1")
     args = parser.parse_args()
     quiet_logs()
-    learning_starts, warmup = 2000, 2000
-    cfg = compose_config(COMMON + ["memory=kdtree", "env.num_envs=4", "model.padding=valid",
-                                   f"agent.learning_starts={learning_starts}",
+    learning_starts, warmup = (5000, 5000) if args.minatar else (2000, 2000)
+    base = MINATAR_SETTINGS if args.minatar else COMMON + ["memory=kdtree", "env.num_envs=4", "model.padding=valid"]
+    cfg = compose_config(base + [f"agent.learning_starts={learning_starts}",
                                    f"agent.total_steps={learning_starts + warmup + args.steps}",
                                    f"trainer.log_every_steps={args.steps}"] + args.overrides)
     totals: Counter = Counter()
@@ -139,7 +144,8 @@ def main() -> None:
 
     EMDQNModule.training_step = counting_step
     with tempfile.TemporaryDirectory() as folder:
-        train(cfg, run_dir=Path(folder) / "run", before_fit=prefill_memory(args.memory_entries))
+        train(cfg, run_dir=Path(folder) / "run", before_fit=prefill_memory(
+            args.memory_entries if args.memory_entries is not None else 0 if args.minatar else 1_000_000))
     wall = time.perf_counter() - started[0]
     count = max(updates[0], 1)
     print(f"\n{' '.join(args.overrides) or 'defaults'}: {count} gradient steps, "

@@ -21,15 +21,16 @@ from emdqn.agent.cadence import Cadence
 from emdqn.config.checks import MemoryWeights, resolve_memory_weights
 from emdqn.agent.networks import build_q_network
 from emdqn.agent.schedules import PiecewiseLinearSchedule
-from emdqn.agent.loss import (LOGGED_PARTS, METRIC_NAMES, Batch, NonFiniteLossError, build_optimizer,
-                          compute_gradients, emdqn_loss)
+from emdqn.agent.loss import (LOGGED_PARTS, METRIC_NAMES, Batch, NonFiniteLossError, adam_step, build_optimizer,
+                              compute_gradients, emdqn_loss)
 
 
 class Learner:
     """Online and target Q-networks trained on alpha * TD + beta * memory loss."""
 
     def __init__(self, agent_cfg: Any, q_network: torch.nn.Module, weights: MemoryWeights, *,
-                 memory_average: str = "batch", log_every: int = 1000, compile_networks: bool = False):
+                 memory_average: str = "batch", log_every: int = 1000, compile_networks: bool = False,
+                 memory_enabled: bool = True):
         self.q_network = q_network
         self.target_network = copy.deepcopy(q_network).requires_grad_(False)
         self.optimizer = build_optimizer(q_network.parameters(), agent_cfg)
@@ -39,7 +40,8 @@ class Learner:
             self._train_q, self._train_target = torch.compile(self.q_network), torch.compile(self.target_network)
         # Plain values for the hot path (config lookups cost more than small tensor ops).
         self.loss_settings = {"alpha": weights.alpha, "beta": weights.beta, "double_q": bool(agent_cfg.double_q),
-                              "loss": str(agent_cfg.loss), "average": str(memory_average)}
+                              "loss": str(agent_cfg.loss), "average": str(memory_average),
+                              "memory": bool(memory_enabled)}
         self.grad_clip_norm = agent_cfg.grad_clip_norm
         # The lr is a function of the env step (not of a scheduler's own counter), so a
         # resumed run continues the same schedule without extra state.
@@ -63,7 +65,7 @@ class Learner:
         return cls(cfg.agent, build_q_network(cfg.model, obs_shape, num_actions, cfg.trainer),
                    weights if weights is not None else resolve_memory_weights(cfg.memory),
                    memory_average=cfg.memory.average, log_every=int(cfg.trainer.log_every_steps),
-                   compile_networks=bool(cfg.trainer.compile))
+                   compile_networks=bool(cfg.trainer.compile), memory_enabled=bool(cfg.memory.enabled))
 
     def update(self, batch: Batch, optimizer: Any = None,
                backward: Callable[[torch.Tensor], None] | None = None) -> dict[str, float] | None:
@@ -77,7 +79,10 @@ class Learner:
         if self._lr_factor is not None:
             for group in self.optimizer.param_groups:
                 group["lr"] = self._base_lr * self._lr_factor(env_step)
-        (optimizer or self.optimizer).step()
+        if optimizer is not None:  # Lightning's wrapper: its hooks run
+            optimizer.step()
+        else:
+            adam_step(self.optimizer)
         # One device-to-host read per step, once all of its work is queued: on a GPU a check
         # before the backward pass would stall the queue. A non-finite step is never saved:
         # the error ends the run before any checkpoint is written.

@@ -72,12 +72,20 @@ def elementwise_loss(kind: str, prediction: torch.Tensor, target: torch.Tensor) 
 
 def emdqn_loss(q_network: nn.Module, target_network: nn.Module, batch: Batch, *,
                alpha: float, beta: float, double_q: bool = False, loss: str = "huber",
-               average: str = "batch") -> dict[str, torch.Tensor]:
-    """The EMDQN loss of one batch and its parts (``loss`` carries the gradient)."""
+               average: str = "batch", memory: bool = True) -> dict[str, torch.Tensor]:
+    """The EMDQN loss of one batch and its parts (``loss`` carries the gradient).
+
+    ``memory`` false (``memory=none``: every row a miss, beta 0): the memory's parts are the
+    zeros they would come to, without the tensor work.
+    """
     q_all = q_network(batch.obs)
     q_taken = q_all.gather(1, batch.actions.long().unsqueeze(1)).squeeze(1)
     targets = td_targets(target_network, q_network if double_q else None, batch)
     td_loss = elementwise_loss(loss, q_taken, targets).mean()
+    if not memory:
+        zero = td_loss.new_zeros(())
+        return {"loss": alpha * td_loss, "td_loss": td_loss.detach(), "memory_loss": zero,
+                "q_values": q_taken.detach().mean(), "h_minus_q": zero, "memory_share": zero}
     found = batch.memory_found.float()
     memory_terms = elementwise_loss(loss, q_taken, batch.memory_values.float()) * found
     if average == "hits":
@@ -115,6 +123,37 @@ def build_optimizer(parameters: Any, agent_cfg: Any) -> torch.optim.Optimizer:
         return torch.optim.Adam(parameters, lr=agent_cfg.lr, eps=agent_cfg.adam_eps, fused=True)
     except (RuntimeError, TypeError):  # older torch or a device without the fused kernel
         return torch.optim.Adam(parameters, lr=agent_cfg.lr, eps=agent_cfg.adam_eps)
+
+
+def adam_step(optimizer: torch.optim.Optimizer) -> None:
+    """``optimizer.step()``, calling the fused Adam kernel directly where that is all the step does.
+
+    ``torch.optim.Adam.step`` wraps the kernel in hooks, profiler records and a regrouping of
+    the tensors by device on every call; on a small network that is about half of the step.
+    Once Adam's state exists, and with one parameter group of plain fused Adam (no amsgrad,
+    weight decay or maximize), this makes the kernel call the step makes, on the same state
+    tensors (so ``state_dict`` and a resume see no difference); anything else goes through
+    ``optimizer.step()``.
+    """
+    groups = optimizer.param_groups
+    group = groups[0]
+    if (len(groups) != 1 or not isinstance(optimizer, torch.optim.Adam) or not group.get("fused")
+            or group["amsgrad"] or group["weight_decay"] or group["maximize"] or group.get("decoupled_weight_decay")):
+        optimizer.step()
+        return
+    params = group["params"]
+    states = [optimizer.state.get(param) for param in params]
+    if any(not state or param.grad is None for state, param in zip(states, params)):
+        optimizer.step()  # the first step creates the state; a parameter without a gradient is skipped there
+        return
+    steps = [state["step"] for state in states]
+    beta1, beta2 = group["betas"]
+    with torch.no_grad():
+        torch._foreach_add_(steps, 1)
+        torch._fused_adam_(params, [param.grad for param in params], [state["exp_avg"] for state in states],
+                           [state["exp_avg_sq"] for state in states], [], steps, amsgrad=False, lr=group["lr"],
+                           beta1=beta1, beta2=beta2, weight_decay=0.0, eps=group["eps"], maximize=False,
+                           grad_scale=None, found_inf=None)
 
 
 def compute_gradients(loss: torch.Tensor, parameters: Sequence[nn.Parameter], grad_clip_norm: float | None,

@@ -14,6 +14,7 @@ the episode's first frame the stack repeats that first frame, exactly as
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
@@ -31,6 +32,86 @@ class ReplaySample(NamedTuple):
     discounts: np.ndarray     # gamma^k for the k rewards summed
     keys: np.ndarray          # the memory key of ``obs`` (width 0 without a memory)
     slots: np.ndarray         # where each row lies in its buffer
+
+
+class Ring(NamedTuple):
+    """Where one env's circular run of slots lies in the arrays, for the rows being read:
+    the slot ``s`` of a row is at index ``base + s``. Scalars for one buffer; arrays (one
+    value per row) when rows come from the several envs of a :class:`MultiEnvReplay`."""
+
+    base: Any
+    capacity: int
+    cursor: Any
+    filled: Any
+
+
+def check_sample_arguments(batch_size: int, n_step: int) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if n_step < 1:
+        raise ValueError(f"n_step must be >= 1, got {n_step}")
+
+
+def valid_slots(arrays: Any, ring: Ring, slots: np.ndarray, frame_stack: int) -> np.ndarray:
+    """Which ``slots`` hold a transition that can be sampled."""
+    valid = arrays.has_transition[ring.base + slots]
+    # The next frame must exist (it is not the slot about to be overwritten) ...
+    valid &= ((slots + 1) % ring.capacity) != ring.cursor
+    # ... and the stack's history must not have been overwritten by newer slots (the
+    # number of older slots still intact behind each slot).
+    history = np.where(ring.filled < ring.capacity, slots, (slots - ring.cursor) % ring.capacity)
+    valid &= history >= np.minimum(arrays.episode_pos[ring.base + slots], frame_stack - 1)
+    return valid
+
+
+def stack_positions(arrays: Any, ring: Ring, slots: np.ndarray, frame_stack: int) -> np.ndarray:
+    """Array indices of the frames that make up each slot's observation (oldest first)."""
+    if frame_stack == 1:
+        return ring.base + slots
+    offsets = np.arange(frame_stack - 1, -1, -1)
+    back = np.minimum(offsets[None, :], arrays.episode_pos[ring.base + slots][:, None])
+    return np.asarray(ring.base)[..., None] + (slots[:, None] - back) % ring.capacity
+
+
+def n_step_window(arrays: Any, ring: Ring, slots: np.ndarray, n_step: int, gamma: float
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(last slot, discounted reward sum, number of rewards) of each slot's n-step window.
+
+    The window walks forward through the slot's episode: the slot after a transition
+    holds its next observation, and it has a transition of its own unless the episode
+    ended there or it is the newest slot (the agent has not acted from it yet).
+    """
+    last = slots.copy()
+    at = ring.base + slots
+    total = arrays.rewards[at].astype(np.float64)
+    steps = np.ones(len(slots), dtype=np.int64)
+    ended = arrays.terminated[at] | arrays.truncated[at]
+    for offset in range(1, n_step):
+        following = ring.base + (last + 1) % ring.capacity
+        going = ~ended & arrays.has_transition[following]
+        if not going.any():
+            break
+        last = np.where(going, (last + 1) % ring.capacity, last)
+        total += np.where(going, gamma ** offset * arrays.rewards[following], 0.0)
+        steps += going
+        ended |= ~going | arrays.terminated[following] | arrays.truncated[following]
+    return last, total.astype(np.float32), steps
+
+
+def gather_transitions(arrays: Any, ring: Ring, slots: np.ndarray, frame_stack: int, n_step: int,
+                       gamma: float) -> ReplaySample:
+    """The (n-step) transitions from ``slots`` (all valid), as a :class:`ReplaySample`."""
+    at = ring.base + slots
+    if n_step == 1:
+        last, rewards, steps = slots, arrays.rewards[at], np.ones(len(slots), dtype=np.int64)
+    else:
+        last, rewards, steps = n_step_window(arrays, ring, slots, n_step, gamma)
+    end = ring.base + last
+    return ReplaySample(obs=arrays.frames[stack_positions(arrays, ring, slots, frame_stack)],
+                        actions=arrays.actions[at].astype(np.int64), rewards=rewards,
+                        next_obs=arrays.frames[stack_positions(arrays, ring, (last + 1) % ring.capacity, frame_stack)],
+                        terminated=arrays.terminated[end], truncated=arrays.truncated[end],
+                        discounts=(gamma ** steps).astype(np.float32), keys=arrays.keys[at], slots=slots)
 
 
 class ReplayBuffer:
@@ -110,30 +191,15 @@ class ReplayBuffer:
         return int(self._valid_mask().sum())
 
     # ------------------------------------------------------------------ reading
-    def _history_available(self, slots: np.ndarray) -> np.ndarray:
-        """How many older slots of the buffer are still intact behind each slot."""
-        if self.filled < self.capacity:
-            return slots
-        return (slots - self.cursor) % self.capacity
+    def _ring(self) -> "Ring":
+        return Ring(base=0, capacity=self.capacity, cursor=self.cursor, filled=self.filled)
 
     def _valid_mask(self, slots: np.ndarray | None = None) -> np.ndarray:
-        if slots is None:
-            slots = np.arange(self.capacity)
-        valid = self.has_transition[slots]
-        # The next frame must exist (it is not the slot about to be overwritten) ...
-        valid &= ((slots + 1) % self.capacity) != self.cursor
-        # ... and the stack's history must not have been overwritten by newer slots.
-        needed = np.minimum(self.episode_pos[slots], self.frame_stack - 1)
-        valid &= self._history_available(slots) >= needed
-        return valid
+        return valid_slots(self, self._ring(), np.arange(self.capacity) if slots is None else slots, self.frame_stack)
 
     def stacks(self, slots: np.ndarray) -> np.ndarray:
         """The observations (frame stacks) of the given slots, rebuilt from single frames."""
-        if self.frame_stack == 1:
-            return self.frames[slots]
-        offsets = np.arange(self.frame_stack - 1, -1, -1)  # oldest first
-        back = np.minimum(offsets[None, :], self.episode_pos[slots][:, None])
-        return self.frames[(slots[:, None] - back) % self.capacity]
+        return self.frames[stack_positions(self, self._ring(), slots, self.frame_stack)]
 
     def sample(self, batch_size: int, n_step: int = 1, gamma: float = 0.99) -> ReplaySample:
         """A uniform batch of valid transitions.
@@ -145,48 +211,14 @@ class ReplayBuffer:
         shortens it (termination cuts the bootstrap; truncation bootstraps from the final
         observation), as does the newest transition of an episode still in progress.
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if n_step < 1:
-            raise ValueError(f"n_step must be >= 1, got {n_step}")
+        check_sample_arguments(batch_size, n_step)
         if not self.has_transition.any():
             raise ValueError("cannot sample from an empty replay buffer")
         chosen = np.empty(0, dtype=np.int64)
         while chosen.size < batch_size:
             candidates = self.rng.integers(0, self.filled, size=2 * batch_size)
             chosen = np.concatenate([chosen, candidates[self._valid_mask(candidates)]])
-        slots = chosen[:batch_size]
-        if n_step == 1:
-            last, rewards, steps = slots, self.rewards[slots], np.ones(batch_size, dtype=np.int64)
-        else:
-            last, rewards, steps = self._n_step_window(slots, n_step, gamma)
-        return ReplaySample(obs=self.stacks(slots), actions=self.actions[slots].astype(np.int64), rewards=rewards,
-                            next_obs=self.stacks((last + 1) % self.capacity), terminated=self.terminated[last],
-                            truncated=self.truncated[last], discounts=(gamma ** steps).astype(np.float32),
-                            keys=self.keys[slots], slots=slots)
-
-    def _n_step_window(self, slots: np.ndarray, n_step: int, gamma: float
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(last slot, discounted reward sum, number of rewards) of each slot's n-step window.
-
-        The window walks forward through the slot's episode: the slot after a transition
-        holds its next observation, and it has a transition of its own unless the episode
-        ended there or it is the newest slot (the agent has not acted from it yet).
-        """
-        last = slots.copy()
-        total = self.rewards[slots].astype(np.float64)
-        steps = np.ones(len(slots), dtype=np.int64)
-        ended = self.terminated[slots] | self.truncated[slots]
-        for offset in range(1, n_step):
-            following = (last + 1) % self.capacity
-            going = ~ended & self.has_transition[following]
-            if not going.any():
-                break
-            last = np.where(going, following, last)
-            total += np.where(going, gamma ** offset * self.rewards[following], 0.0)
-            steps += going
-            ended |= ~going | self.terminated[following] | self.truncated[following]
-        return last, total.astype(np.float32), steps
+        return gather_transitions(self, self._ring(), chosen[:batch_size], self.frame_stack, n_step, gamma)
 
     # ------------------------------------------------------------------ sizes and state
     def nbytes(self) -> int:
@@ -223,9 +255,10 @@ class MultiEnvReplay:
     """One :class:`ReplayBuffer` per sub-environment, sampled as one uniform buffer.
 
     Each env's frames stay consecutive in its own buffer, so stacks are rebuilt exactly as
-    with one env. A batch draws how many transitions come from each env (multinomial by the
-    transitions each holds) and then samples within each; with one env it is that env's
-    buffer unchanged.
+    with one env. With one env it is that env's buffer unchanged. With several, the envs'
+    buffers are blocks of shared arrays, so that a batch is drawn and gathered across all
+    of them in one pass: each candidate row is one of all envs' written slots, uniformly,
+    and invalid candidates are drawn again, as in one buffer.
     """
 
     def __init__(self, num_envs: int, capacity: int, obs_shape: Sequence[int], frame_stack: int = 1,
@@ -235,6 +268,17 @@ class MultiEnvReplay:
         self.streams = [ReplayBuffer(capacity // num_envs, obs_shape, frame_stack, obs_dtype, key_dim,
                                      seed=seed + index) for index in range(num_envs)]
         self.rng = np.random.default_rng(seed)
+        self.frame_stack = frame_stack
+        self.arrays: SimpleNamespace | None = None
+        if num_envs > 1:
+            per_env = self.streams[0].capacity
+            self.arrays = SimpleNamespace()
+            for name in ReplayBuffer._array_names:
+                first = getattr(self.streams[0], name)
+                shared = np.zeros((num_envs * per_env, *first.shape[1:]), dtype=first.dtype)
+                setattr(self.arrays, name, shared)
+                for index, stream in enumerate(self.streams):
+                    setattr(stream, name, shared[index * per_env:(index + 1) * per_env])
 
     def add(self, env_index: int, *transition: Any) -> None:
         """Store one transition of env ``env_index`` (arguments as :meth:`ReplayBuffer.add`)."""
@@ -245,14 +289,27 @@ class MultiEnvReplay:
         self.streams[env_index].current = -1
 
     def sample(self, batch_size: int, n_step: int = 1, gamma: float = 0.99) -> ReplaySample:
-        if len(self.streams) == 1:
+        if self.arrays is None:
             return self.streams[0].sample(batch_size, n_step, gamma)
-        held = np.array([min(stream.num_transitions, stream.capacity) for stream in self.streams], dtype=np.float64)
-        if not held.any():
+        check_sample_arguments(batch_size, n_step)
+        if not any(stream.num_transitions for stream in self.streams):
             raise ValueError("cannot sample from an empty replay buffer")
-        counts = self.rng.multinomial(batch_size, held / held.sum())
-        parts = [stream.sample(int(count), n_step, gamma) for stream, count in zip(self.streams, counts) if count]
-        return ReplaySample(*(np.concatenate(fields) for fields in zip(*parts)))
+        capacity = self.streams[0].capacity
+        cursors = np.array([stream.cursor for stream in self.streams])
+        filled = np.array([stream.filled for stream in self.streams])
+        ends = np.cumsum(filled)  # all envs' written slots, numbered env after env
+        chosen_envs, chosen_slots = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+        while chosen_envs.size < batch_size:
+            numbers = self.rng.integers(0, ends[-1], size=2 * batch_size)
+            envs = np.searchsorted(ends, numbers, side="right")
+            slots = numbers - (ends[envs] - filled[envs])
+            valid = valid_slots(self.arrays, Ring(envs * capacity, capacity, cursors[envs], filled[envs]), slots,
+                                self.frame_stack)
+            chosen_envs = np.concatenate([chosen_envs, envs[valid]])
+            chosen_slots = np.concatenate([chosen_slots, slots[valid]])
+        envs, slots = chosen_envs[:batch_size], chosen_slots[:batch_size]
+        return gather_transitions(self.arrays, Ring(envs * capacity, capacity, cursors[envs], filled[envs]), slots,
+                                  self.frame_stack, n_step, gamma)
 
     def __len__(self) -> int:
         return sum(len(stream) for stream in self.streams)
