@@ -174,7 +174,7 @@ class Collector:
                      rewards=torch.from_numpy(sample.rewards), next_obs=torch.from_numpy(sample.next_obs),
                      terminated=torch.from_numpy(sample.terminated), discounts=torch.from_numpy(sample.discounts),
                      memory_values=torch.from_numpy(memory_values), memory_found=torch.from_numpy(found),
-                     env_step=self.env_steps)
+                     env_step=self.env_steps, closes_step=self.updates_pending == 0)
 
     def _may_play(self) -> bool:
         control = self.control
@@ -190,6 +190,11 @@ class Collector:
         """
         learning_starts = max(self.learning_starts, self.learning_resumes_at)
         first_update = -(-learning_starts // self.train_freq)  # the first multiple of train_freq >= learning_starts
+        # A stop (or a checkpoint) can fall between the updates of one step (several envs, or
+        # train_freq below the envs' count): a resumed run first takes the ones still due.
+        while self.updates_pending > 0:
+            self.updates_pending -= 1
+            yield self._sample_batch()
         while self._may_play():
             steps_before = self.env_steps
             self.play_step()
@@ -208,12 +213,14 @@ class Collector:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """Counters, RNG, the envs and the memory feed (the replay is saved apart: :meth:`replay_state`)."""
+        """Counters, RNG, the updates still due for the last step played, the envs and the memory
+        feed (the replay is saved apart: :meth:`replay_state`)."""
         return {
             "env_steps": self.env_steps, "episodes": self.episodes, "recent_returns": list(self.recent_returns),
             # A step in flight is not in this state (nothing of it is stored yet): the RNG as before it.
             "rng": self._rng_before_step if self.step_in_flight is not None else self.rng.bit_generator.state,
             "last_log_step": self.log_cadence.last,
+            "updates_pending": self.updates_pending,
             "env": self.envs.state(),
             "memory": self.memory_feed.state_dict(),
         }
@@ -228,6 +235,7 @@ class Collector:
         self.recent_returns.extend(state["recent_returns"])
         self.rng.bit_generator.state = state["rng"]
         self.log_cadence.last = int(state["last_log_step"])
+        self.updates_pending = int(state.get("updates_pending", 0))  # absent from checkpoints of older versions
         self._interval_start = (time.perf_counter(), self.env_steps)
         self.memory_feed.load_state_dict(state["memory"])
         if not replay_restored:

@@ -97,7 +97,8 @@ class Learner:
         for name, value in values.items():
             self._sums[name] = self._sums.get(name, 0.0) + value
         self._count += 1
-        return self._mean_losses() if self.log_cadence.due(env_step) else None
+        # A row once the step's updates are all in: one row per log step, however many envs.
+        return self._mean_losses() if batch.closes_step and self.log_cadence.due(env_step) else None
 
     def gradients(self, batch: Batch, backward: Callable[[torch.Tensor], None] | None = None
                   ) -> dict[str, torch.Tensor]:

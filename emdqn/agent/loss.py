@@ -32,6 +32,7 @@ class Batch(NamedTuple):
     memory_values: torch.Tensor    # H(s, a); 0 on a miss
     memory_found: torch.Tensor     # the hit mask
     env_step: int = 0
+    closes_step: bool = True       # the last update of its env step (several envs can make several)
 
 
 LOGGED_PARTS = ("loss", "td_loss", "memory_loss", "q_values", "h_minus_q", "memory_share")
