@@ -44,15 +44,24 @@ def test_minatar_repeat_figures_equal_their_records():
 def test_minatar_throughput_figures_equal_their_record():
     record = json.loads((RESULTS / "minatar_throughput.json").read_text())
     block = quoted_block("performance.md", "minatar_throughput")
-    medians = {}
     for loop, values in record["sps"].items():
-        medians[loop] = sorted(values)[len(values) // 2]
-        cells = " | ".join(f"{value:.0f}" for value in (*values, medians[loop]))
+        cells = " | ".join(f"{value:,.0f}" for value in (*values, record["medians"][loop]))
         assert f"| {loop} | {cells} |" in block, f"docs/performance.md quotes other {loop} figures than its record"
-    none = medians["ours, memory=none"]
-    assert f"**{none / medians['bare PyTorch loop']:.3f}**" in block
-    assert f"**{medians['ours, memory=kdtree'] / none:.3f}**" in block
-    assert record["commit"][:7] in (ROOT / "docs" / "performance.md").read_text()
+    for name, value in record["ratios"].items():
+        assert f"{name}: **{value:.3f}**" in block, f"docs/performance.md quotes another {name} than its record"
+    text = (ROOT / "docs" / "performance.md").read_text()
+    assert record["commit"][:7] in text and record["before"]["commit"][:7] in text
+
+
+def test_the_several_envs_check_in_the_docs_is_its_record():
+    from num_envs_check import compare, markdown
+
+    record = json.loads((RESULTS / "minatar_num_envs8" / "check.json").read_text())
+    runs = sorted((RESULTS / "minatar_num_envs8" / "runs").glob("*.json"))
+    assert len(runs) == 12 and all(row["seeds"] == [0, 1, 2] for row in record["rows"])
+    # The check was computed from exactly these runs and the one-env records.
+    assert compare(RESULTS / "minatar_num_envs8", RESULTS / "minatar") == record["rows"]
+    assert quoted_block("results.md", "minatar_num_envs8").strip() == markdown(record["rows"]).strip()
 
 
 def test_the_minatar_table_in_the_docs_is_the_report_of_the_run_records():

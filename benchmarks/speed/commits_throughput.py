@@ -2,6 +2,7 @@
 
     python benchmarks/speed/commits_throughput.py /path/to/before /path/to/after --rounds 2 \
         --record benchmarks/results/refactor_throughput.json
+    python benchmarks/speed/commits_throughput.py /path/to/before /path/to/after --pong-only --rounds 3
 
 Each round runs ``benchmarks/speed/minatar_throughput.py --loops none kdtree --repeats 1`` (MinAtar
 Breakout, one thread) in each checkout and, with ``--pong``, a short Pong run of each
@@ -65,14 +66,16 @@ def main() -> None:
     parser.add_argument("after", type=Path)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--pong", action="store_true", help="also a short Pong run per checkout and round")
+    parser.add_argument("--pong-only", action="store_true", help="only the Pong runs (implies --pong)")
     parser.add_argument("--record", type=Path)
     args = parser.parse_args()
+    args.pong = args.pong or args.pong_only
     checkouts = {"before": args.before.resolve(), "after": args.after.resolve()}
     figures: dict[str, dict[str, list[float]]] = {side: {} for side in checkouts}
     for round_index in range(args.rounds):
         order = list(checkouts) if round_index % 2 == 0 else list(reversed(checkouts))
         for side in order:
-            measured = minatar_figures(checkouts[side])
+            measured = {} if args.pong_only else minatar_figures(checkouts[side])
             if args.pong:
                 measured.update(pong_figure(checkouts[side]))
             for name, value in measured.items():
@@ -88,7 +91,7 @@ def main() -> None:
     if args.record:
         write_record(args.record if args.record.is_absolute() else REPO_ROOT / args.record,
                      {**metadata_block(), "commits": {side: commit_of(path) for side, path in checkouts.items()},
-                      "command": MINATAR, "pong_command": PONG if args.pong else None, "sps": figures, "medians": medians, "ratios": ratios})
+                      "command": None if args.pong_only else MINATAR, "pong_command": PONG if args.pong else None, "sps": figures, "medians": medians, "ratios": ratios})
 
 
 if __name__ == "__main__":

@@ -17,7 +17,9 @@ pass on nearly every step, one torch thread each, for each count of ``--num-envs
 3. ours with the episodic memory (``memory=kdtree``, lambda 0.1);
 
 and, with ``--before``, that checkout's ``memory=none`` loop with one env (its own copy of
-this script, in a process of its own), the figure a change is measured against.
+this script, in a process of its own), the figure a change is measured against; with
+``--update-bound``, the gradient step alone on a fixed batch (updates/s x 4), which bounds
+every loop that takes one update per 4 env steps.
 
 Each figure is the median of windows of ``--window-steps`` env steps after learning starts
 (the first window warms up); the loops alternate ``--repeats`` times so a slow spell of the
@@ -42,7 +44,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _common import compose_config
+from _common import FixedBatchUpdate, compose_config
 
 from emdqn.analysis.script_support import quiet_logs
 from emdqn.analysis.records import REPO_ROOT, metadata_block, write_record
@@ -152,7 +154,30 @@ def checkout_sps(checkout: Path, learning_starts: int, window_steps: int, window
     return float(re.search(r"^\[1/1\] ours, memory=none: (\d+) SPS", output, re.MULTILINE).group(1))
 
 
+def update_bound_sps(seconds: float = 10.0) -> float:
+    """The gradient step alone, as the run takes it (the run's Learner on a fixed MinAtar
+    batch): updates per second x train_freq, the most env steps per second any loop with one
+    update per train_freq env steps can reach."""
+    torch.set_num_threads(1)
+    config = compose_config(SETTINGS)
+    register_minatar()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is out of date.*")
+        env = gym.make(config.env.id, disable_env_checker=True)
+    height, width, channels = env.observation_space.shape
+    update = FixedBatchUpdate(config, obs_shape=(channels, height, width), num_actions=int(env.action_space.n))
+    env.close()
+    for _ in range(200):  # warm-up
+        update()
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        update()
+        count += 1
+    return count / (time.perf_counter() - start) * int(config.agent.train_freq)
+
+
 LOOP_NAMES = {"bare": "bare PyTorch loop", "none": "ours, memory=none", "kdtree": "ours, memory=kdtree"}
+UPDATE_BOUND = "gradient step alone (updates/s x train_freq)"
 
 
 def main() -> None:
@@ -165,6 +190,8 @@ def main() -> None:
                         help="which loops to run: the bare PyTorch loop, ours with memory=none, ours with the memory")
     parser.add_argument("--num-envs", nargs="+", type=int, default=[1], help="env counts to time each loop with")
     parser.add_argument("--before", type=Path, help="a checkout whose memory=none loop (one env) is timed alongside")
+    parser.add_argument("--update-bound", action="store_true",
+                        help="also time the gradient step alone (the bound of every loop), alternating with the loops")
     parser.add_argument("--record", type=Path, help="write the figures as a result record (JSON)")
     args = parser.parse_args()
     if args.before is not None and not (args.before / "train.py").is_file():
@@ -174,6 +201,8 @@ def main() -> None:
     quiet_logs()
     timing = (args.learning_starts, args.window_steps, args.windows)
     loops = {}
+    if args.update_bound:
+        loops[UPDATE_BOUND] = lambda folder: update_bound_sps()
     if args.before is not None:
         loops["before: ours, memory=none, 1 env"] = lambda folder: checkout_sps(args.before, *timing)
     for count in args.num_envs:
@@ -196,7 +225,7 @@ def main() -> None:
     for name, value in ratios.items():
         print(f"{name}: {value:.3f}")
     if args.record:
-        before = {"before": {"checkout": str(args.before), "commit": checkout_commit(args.before)}} if args.before else {}
+        before = {"before": {"commit": checkout_commit(args.before)}} if args.before else {}
         write_record(args.record if args.record.is_absolute() else REPO_ROOT / args.record,
                      {**metadata_block(), **before, "game": GAME, "window_steps": args.window_steps,
                       "windows": args.windows, "learning_starts": args.learning_starts, "num_envs": args.num_envs,
