@@ -16,8 +16,10 @@ from tests.conftest import ROOT, run_train
 from tests.slurm_cluster import PARTITION, Cluster, missing_parts
 from tests.test_faults import metrics_without_clock
 
-RUN = ["experiment=cartpole", "agent.total_steps=30000", "trainer.threads=1", "logger=csv", "eval.episodes=0",
-       "checkpoint.every_steps=0", "checkpoint.save_replay=true", "seed=0"]
+# One update per env step: each attempt must still be training when submitit's SIGUSR2 comes
+# (30 s before the one-minute limit); at the preset's one per 2 steps a job can finish first.
+RUN = ["experiment=cartpole", "agent.total_steps=30000", "agent.train_freq=1", "trainer.threads=1", "logger=csv",
+       "eval.episodes=0", "checkpoint.every_steps=0", "checkpoint.save_replay=true", "seed=0"]
 LAUNCHER = [f"hydra.launcher.partition={PARTITION}", "hydra.launcher.gpus_per_node=0",
             "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=1",
             "hydra.launcher.signal_delay_s=30", "hydra.launcher.max_num_timeout=10"]
