@@ -124,3 +124,14 @@ def test_the_frozenlake_sweep_table_in_the_docs_is_the_compare_report_of_its_rec
         final_mean = row["final"][0]
         assert f"| {row['group']} | {row['seeds']} | {final_mean:.2f} [" in report
         assert len(row["per_seed"]["final"]) == row["seeds"] == 3
+
+
+def test_the_pong_before_after_figures_equal_their_record():
+    record = json.loads((RESULTS / "pong_commits_throughput.json").read_text())
+    text = " ".join((ROOT / "docs" / "performance.md").read_text().split())
+    name = "pong ours, memory=kdtree"
+    before, after = (", ".join(f"{value:.0f}" for value in record["sps"][side][name]) for side in ("before", "after"))
+    medians = record["medians"]
+    assert f"gave {before} SPS before (commit {record['commits']['before']}) and {after} after" in text
+    assert (f"medians {medians['before'][name]:.0f} → {medians['after'][name]:.0f} "
+            f"({record['ratios'][name]:.2f}×;") in text
