@@ -70,3 +70,20 @@ def test_the_lambda_table_sets_the_probe_beside_the_suites_runs_of_the_same_game
     assert [row.split(" | ")[3:5] for row in rows] == [["0 (DQN)", "4.00"], ["0.01", "7.00"], ["0.03", "6.00"],
                                                        ["0.1", "5.00"]]
     assert rows[0].endswith("| — | — |") and rows[1].endswith("| 0.50 | 0.90 |")
+
+
+def test_the_lambda_selection_takes_the_highest_iqm_of_dqn_normalized_auc_over_complete_cells():
+    from minatar_lambda import lambda_selection, selection_table
+
+    games, seeds = ["asterix", "breakout"], [0, 1, 2]
+    suite = [record(game=game, arm="dqn", seed=seed, final=4.0) for game in games for seed in seeds]
+    suite += [record(game=game, seed=seed, lam=0.1, final=5.0) for game in games for seed in seeds]
+    probe = [record(game=game, seed=seed, lam=0.03, final=6.0) for game in games for seed in seeds]
+    probe += [record(game="asterix", seed=0, lam=0.3, final=9.0)]  # one cell only: not a candidate
+    selection = lambda_selection(probe, suite, games, seeds, reps=200)
+    assert set(selection["iqm_normalized_auc"]) == {"0", "0.03", "0.1"}
+    # AUC is the curve's mean: final x 0.75; normalized by DQN's 3.0 -> 1.0, 1.25 and 1.5.
+    assert [round(selection["iqm_normalized_auc"][name][0], 6) for name in ("0", "0.1", "0.03")] == [1.0, 1.25, 1.5]
+    assert selection["chosen"] == "0.03"
+    assert "| 0.03 | 1.500 [1.500, 1.500] **chosen** |" in selection_table(selection)
+    assert lambda_selection(probe, suite[3:], games, seeds) == {}, "DQN misses a cell: no choice"

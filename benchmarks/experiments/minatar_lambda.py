@@ -3,6 +3,8 @@
     python benchmarks/experiments/minatar_lambda.py                              # λ 0.01 and 0.03 on asterix and breakout, seed 0
     python benchmarks/experiments/minatar_lambda.py --lambdas 0.3 --seeds 1      # another λ, another seed
     python benchmarks/experiments/minatar_lambda.py --report-only                # the table, from the records
+    python benchmarks/experiments/minatar_lambda.py --games asterix breakout freeway seaquest space_invaders \
+        --lambdas 0.01 0.03 0.3 --seeds 0 1 2 --select      # choose one λ for all games (λ 0.1 from the suite)
 
 Asterix is the game where EMDQN λ = 0.1 falls behind DQN and Breakout the one where it is
 ahead: a λ that keeps Breakout's gain without Asterix's loss is the candidate for a best-λ
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from emdqn.analysis.records import REPO_ROOT, write_record
+from emdqn.analysis.aggregates import aggregate_scores, normalize_by_baseline
 from minatar_report import auc, docs_of, load_results, update_docs
 from emdqn.analysis.records import commit_files
 from minatar_suite import GAMES, harvest, launch, settings_mismatch
@@ -59,6 +62,43 @@ def lambda_table(probe: list[dict], suite: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def lambda_selection(probe: list[dict], suite: list[dict], games: list[str], seeds: list[int],
+                     reps: int = 2000) -> dict:
+    """Which λ learns fastest across ``games`` x ``seeds``: per λ that has a run on every one of
+    them (the probe's, and the suite's λ 0.1), the IQM over runs and games of its AUC divided by
+    the suite's DQN mean AUC on that game (same seeds and budget), with a 95 % stratified-bootstrap
+    interval; the chosen λ has the highest IQM. Empty when DQN misses one of the cells."""
+    runs: dict[float, dict[tuple[str, int], dict]] = {}
+    for result in probe + [result for result in suite if result["arm"] in ("dqn", "emdqn")]:
+        lam = 0.0 if result["memory"] == "none" else float(result["lambda"])
+        runs.setdefault(lam, {})[result["game"], result["seed"]] = result
+    budgets = {result["env_steps"] for result in probe}
+    cells = [(game, seed) for seed in seeds for game in games]
+    complete = {lam: by_cell for lam, by_cell in runs.items()
+                if all(cell in by_cell and by_cell[cell]["env_steps"] in budgets for cell in cells)}
+    if 0.0 not in complete or len(complete) < 2:
+        return {}
+    matrices = {f"{lam:g}": np.array([[auc(complete[lam][game, seed]) for game in games] for seed in seeds])
+                for lam in sorted(complete)}
+    normalized = normalize_by_baseline(matrices, "0")
+    iqm = aggregate_scores(normalized, reps=reps)
+    table = {name: list(map(float, iqm[name]["iqm"])) for name in matrices}
+    candidates = {name: values for name, values in table.items() if name != "0"}
+    return {"games": games, "seeds": seeds, "iqm_normalized_auc": table,
+            "chosen": max(candidates, key=lambda name: candidates[name][0])}
+
+
+def selection_table(selection: dict) -> str:
+    lines = [f"Across {len(selection['games'])} games ({', '.join(selection['games'])}) and seeds "
+             f"{', '.join(map(str, selection['seeds']))}: IQM of DQN-normalized AUC, 95 % stratified-bootstrap intervals",
+             "", "| λ | IQM of DQN-normalized AUC |", "|---|---|"]
+    for name, (value, low, high) in selection["iqm_normalized_auc"].items():
+        label = "0 (DQN)" if name == "0" else name
+        chosen = " **chosen**" if name == selection["chosen"] else ""
+        lines.append(f"| {label} | {value:.3f} [{low:.3f}, {high:.3f}]{chosen} |")
+    return "\n".join(lines) + "\n"
+
+
 def build_table(out: Path = OUT) -> str:
     """The table from the records in ``out`` and the suite's beside it (``<out>/../minatar``),
     also written into the docs/results.md of the repository that holds ``out``."""
@@ -87,6 +127,9 @@ def main() -> None:
                         help="where the run folders go")
     parser.add_argument("--commit", action="store_true", help="git-commit each result file as it is written")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--select", action="store_true",
+                        help="after the runs, choose the λ with the highest IQM of DQN-normalized AUC over "
+                             "--games x --seeds (written to <out>/selection.md and selection.json)")
     args = parser.parse_args()
     bad = [lam for lam in args.lambdas if not np.isfinite(lam) or lam <= 0]
     if bad:
@@ -121,6 +164,18 @@ def main() -> None:
                              f"MinAtar λ probe results: λ {lam:g} seed {seed} ({', '.join(games)}), "
                              f"{args.steps:,} env steps")
     build_table(args.out)
+    if args.select:
+        selection = lambda_selection(load_results(args.out), load_results(args.out.parent / "minatar"), args.games,
+                                     args.seeds)
+        if not selection:
+            print(f"no λ selection: DQN and at least one λ need a run on every game of {args.games} and seed of "
+                  f"{args.seeds}")
+            return
+        table = selection_table(selection)
+        print(table)
+        (args.out / "selection.md").write_text(table)
+        write_record(args.out / "selection.json", selection)
+        print(f"wrote {args.out / 'selection.md'} and {args.out / 'selection.json'}")
 
 
 if __name__ == "__main__":
