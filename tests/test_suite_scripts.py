@@ -87,3 +87,19 @@ def test_the_lambda_selection_takes_the_highest_iqm_of_dqn_normalized_auc_over_c
     assert selection["chosen"] == "0.03"
     assert "| 0.03 | 1.500 [1.500, 1.500] **chosen** |" in selection_table(selection)
     assert lambda_selection(probe, suite[3:], games, seeds) == {}, "DQN misses a cell: no choice"
+
+
+def test_records_given_by_a_relative_path_are_committed(tmp_path, monkeypatch):
+    from emdqn.analysis.records import commit_files
+
+    repo = tmp_path / "repo"
+    (repo / "results" / "runs").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    for key, value in (("user.email", "ci@example.invalid"), ("user.name", "ci")):
+        subprocess.run(["git", "-C", str(repo), "config", key, value], check=True)
+    monkeypatch.chdir(repo)
+    record_file = Path("results") / "runs" / "a.json"
+    write_record(record_file, {"a": 1})
+    commit_files([record_file], "a record")
+    listed = subprocess.run(["git", "-C", str(repo), "ls-files"], capture_output=True, text=True).stdout.split()
+    assert listed == ["results/runs/a.json"]

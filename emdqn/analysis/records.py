@@ -82,6 +82,7 @@ def write_record(path: Path, record: dict[str, Any]) -> None:
 
 def commit_files(paths: list[Path], message: str) -> None:
     """Commit only ``paths`` (other staged work stays staged); retry while git is busy."""
+    paths = [Path(path).resolve() for path in paths]  # git -C below would read relative paths from there
     repo = paths[0].parent
     for attempt in range(10):
         added = subprocess.run(["git", "-C", str(repo), "add", "--", *map(str, paths)], capture_output=True, text=True)
