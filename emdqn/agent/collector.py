@@ -192,9 +192,7 @@ class Collector:
         first_update = -(-learning_starts // self.train_freq)  # the first multiple of train_freq >= learning_starts
         # A stop (or a checkpoint) can fall between the updates of one step (several envs, or
         # train_freq below the envs' count): a resumed run first takes the ones still due.
-        while self.updates_pending > 0:
-            self.updates_pending -= 1
-            yield self._sample_batch()
+        yield from self._batches_due()
         while self._may_play():
             steps_before = self.env_steps
             self.play_step()
@@ -206,10 +204,15 @@ class Collector:
             # this step, however many envs it played: the same updates as with one env.
             self.updates_pending = crossings(max(steps_before, (first_update - 1) * self.train_freq),
                                              self.env_steps, self.train_freq)
-            while self.updates_pending > 0:
-                self.updates_pending -= 1
-                yield self._sample_batch()
+            yield from self._batches_due()
         self._report_progress(force=True)
+
+    def _batches_due(self) -> Iterator[Batch]:
+        """The ``updates_pending`` batches of the last step played, counted down as they go out
+        (so that a stop between two of them leaves the rest in the state)."""
+        while self.updates_pending > 0:
+            self.updates_pending -= 1
+            yield self._sample_batch()
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:

@@ -298,18 +298,20 @@ class MultiEnvReplay:
         cursors = np.array([stream.cursor for stream in self.streams])
         filled = np.array([stream.filled for stream in self.streams])
         ends = np.cumsum(filled)  # all envs' written slots, numbered env after env
+
+        def ring_of(envs: np.ndarray) -> Ring:  # each row's env buffer within the shared arrays
+            return Ring(envs * capacity, capacity, cursors[envs], filled[envs])
+
         chosen_envs, chosen_slots = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
         while chosen_envs.size < batch_size:
             numbers = self.rng.integers(0, ends[-1], size=2 * batch_size)
             envs = np.searchsorted(ends, numbers, side="right")
             slots = numbers - (ends[envs] - filled[envs])
-            valid = valid_slots(self.arrays, Ring(envs * capacity, capacity, cursors[envs], filled[envs]), slots,
-                                self.frame_stack)
+            valid = valid_slots(self.arrays, ring_of(envs), slots, self.frame_stack)
             chosen_envs = np.concatenate([chosen_envs, envs[valid]])
             chosen_slots = np.concatenate([chosen_slots, slots[valid]])
         envs, slots = chosen_envs[:batch_size], chosen_slots[:batch_size]
-        return gather_transitions(self.arrays, Ring(envs * capacity, capacity, cursors[envs], filled[envs]), slots,
-                                  self.frame_stack, n_step, gamma)
+        return gather_transitions(self.arrays, ring_of(envs), slots, self.frame_stack, n_step, gamma)
 
     def __len__(self) -> int:
         return sum(len(stream) for stream in self.streams)
