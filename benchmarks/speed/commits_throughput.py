@@ -15,27 +15,22 @@ from __future__ import annotations
 
 import argparse
 import csv
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from minatar_throughput import checkout_commit, checkout_figures
+
 from emdqn.analysis.records import REPO_ROOT, metadata_block, write_record
 
-SCRIPT = ("benchmarks/speed/minatar_throughput.py", "benchmarks/minatar_throughput.py")  # now, before the split
 MINATAR = ["--loops", "none", "kdtree", "--repeats", "1", "--windows", "2",
            "--window-steps", "4000", "--learning-starts", "4000"]
-FIGURE = re.compile(r"^\[1/1\] (ours, memory=\w+): (\d+) SPS", re.MULTILINE)
 
 
 def minatar_figures(checkout: Path) -> dict[str, float]:
-    script = next(path for path in SCRIPT if (checkout / path).is_file())
-    output = subprocess.run([sys.executable, script, *MINATAR], cwd=checkout, capture_output=True, text=True, check=True,
-                            env={"PATH": "/usr/bin:/bin", "WANDB_MODE": "offline", "HOME": str(Path.home()),
-                                 "PYTHONPATH": str(checkout)}).stdout  # that checkout's emdqn, not the installed one
-    return {f"minatar {name}": float(value) for name, value in FIGURE.findall(output)}
+    return {f"minatar {name}": value for name, value in checkout_figures(checkout, MINATAR).items()}
 
 
 PONG = ["env=pong", "memory=kdtree", "agent.exploration.schedule=[[0,0.01]]", "agent.learning_starts=2000",
@@ -56,8 +51,7 @@ def pong_figure(checkout: Path) -> dict[str, float]:
 
 
 def commit_of(checkout: Path) -> str:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True,
-                          text=True).stdout.strip()
+    return checkout_commit(checkout, short=True)
 
 
 def main() -> None:

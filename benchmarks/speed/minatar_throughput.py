@@ -142,16 +142,31 @@ def our_loop_sps(memory: str, learning_starts: int, window_steps: int, windows: 
                              if int(row["step"]) > learning_starts + window_steps)
 
 
+SCRIPTS = ("benchmarks/speed/minatar_throughput.py", "benchmarks/minatar_throughput.py")  # now, before the split
+FIGURE = re.compile(r"^\[\d+/\d+\] (.+): (\d+) SPS$", re.MULTILINE)
+
+
+def checkout_figures(checkout: Path, arguments: list[str]) -> dict[str, float]:
+    """Another checkout's own copy of this script run with ``arguments``, in a process of its
+    own: the SPS it prints per loop (its last repeat). One-env loops are named as before env
+    counts were timed (``ours, memory=none``), so that checkouts of either age compare."""
+    script = next(path for path in SCRIPTS if (checkout / path).is_file())
+    output = subprocess.run([sys.executable, script, *arguments], cwd=checkout, capture_output=True, text=True,
+                            check=True, env={"PATH": "/usr/bin:/bin", "WANDB_MODE": "offline", "HOME": str(Path.home()),
+                                             "PYTHONPATH": str(checkout)}).stdout  # that checkout's emdqn
+    return {name.removesuffix(", 1 env"): float(value) for name, value in FIGURE.findall(output)}
+
+
 def checkout_sps(checkout: Path, learning_starts: int, window_steps: int, windows: int) -> float:
-    """Another checkout's ``memory=none`` loop with one env, run by its own copy of this script."""
-    script = next(path for path in ("benchmarks/speed/minatar_throughput.py", "benchmarks/minatar_throughput.py")
-                  if (checkout / path).is_file())
-    output = subprocess.run(
-        [sys.executable, script, "--loops", "none", "--repeats", "1", "--learning-starts", str(learning_starts),
-         "--window-steps", str(window_steps), "--windows", str(windows)], cwd=checkout, capture_output=True, text=True,
-        check=True, env={"PATH": "/usr/bin:/bin", "WANDB_MODE": "offline", "HOME": str(Path.home()),
-                         "PYTHONPATH": str(checkout)}).stdout  # that checkout's emdqn, not the installed one
-    return float(re.search(r"^\[1/1\] ours, memory=none: (\d+) SPS", output, re.MULTILINE).group(1))
+    """Another checkout's ``memory=none`` loop with one env."""
+    return checkout_figures(checkout, ["--loops", "none", "--repeats", "1", "--learning-starts", str(learning_starts),
+                                       "--window-steps", str(window_steps), "--windows", str(windows)]
+                            )["ours, memory=none"]
+
+
+def checkout_commit(checkout: Path, short: bool = False) -> str:
+    return subprocess.run(["git", "rev-parse", *(["--short"] if short else []), "HEAD"], cwd=checkout,
+                          capture_output=True, text=True).stdout.strip()
 
 
 def update_bound_sps(seconds: float = 10.0) -> float:
@@ -246,10 +261,6 @@ def loop_ratios(medians: dict[str, float], env_counts: list[int]) -> dict[str, f
         if none and before:
             ratios[f"ours none{suffix} / before (1 env)"] = none / before
     return ratios
-
-
-def checkout_commit(checkout: Path) -> str:
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True).stdout.strip()
 
 
 if __name__ == "__main__":
