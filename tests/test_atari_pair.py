@@ -55,6 +55,11 @@ def test_the_pair_continues_after_a_stop_restarts_a_lost_run_and_skips_a_finishe
     assert [evaluation["step"] for evaluation in emdqn["evaluations"]] == [2000, 4000, 6000]
     # The curve has one value per bin it says it has: 6,000 env steps in bins of bin_steps.
     assert len(emdqn["curve"]["returns"]) == -(-6000 // emdqn["curve"]["bin_steps"])
+    # Per evaluation interval: every game counted once, and the memory's metrics for EMDQN only.
+    assert [(i["from_step"], i["to_step"]) for i in emdqn["intervals"]] == [(0, 2000), (2000, 4000), (4000, 6000)]
+    assert sum(i["games"] for i in emdqn["intervals"]) == emdqn["episodes"]
+    assert all("memory/loss_share" in i["memory_metrics"] for i in emdqn["intervals"][1:])
+    assert all(i["memory_metrics"] == {} for i in dqn["intervals"])
     assert (tmp_path / "out" / "table.md").is_file() and (tmp_path / "out" / "curves.png").is_file()
 
     third = subprocess.run(driver(tmp_path), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

@@ -135,3 +135,16 @@ def test_the_pong_before_after_figures_equal_their_record():
     assert f"gave {before} SPS before (commit {record['commits']['before']}) and {after} after" in text
     assert (f"medians {medians['before'][name]:.0f} → {medians['after'][name]:.0f} "
             f"({record['ratios'][name]:.2f}×;") in text
+
+
+def test_the_pong_tables_in_the_docs_are_built_from_the_pair_records():
+    from atari_pair import MARKERS, load_records, markdown, published_curves
+
+    records = load_records(RESULTS / "pong", "pong", 0)
+    assert set(records) == {"emdqn", "dqn"}, "the docs quote the Pong pair: both records must be committed"
+    published = published_curves(RESULTS / "pong", "pong")
+    assert published and published["source"]["commit"], "the Dopamine comparison needs its record and source"
+    table = markdown(records, published)
+    assert (RESULTS / "pong" / "table.md").read_text() == table
+    docs = (ROOT / "docs" / "results.md").read_text()
+    assert f"{MARKERS[0]}\n{table}{MARKERS[1]}" in docs, "docs/results.md holds an older Pong table"
