@@ -21,6 +21,7 @@ def record(game="breakout", arm="emdqn", seed=0, lam=0.1, steps=300_000, extra="
     memory = "none" if arm == "dqn" else "kdtree"
     return {"game": game, "arm": arm, "seed": seed, "memory": memory, "lambda": lam, "n_step": 1,
             "env_steps": steps, "final_return": final, "eval_return": final + 1, "episodes": 100,
+            "wall_seconds": 600.0, "commit": "0" * 40,
             "curve": {"bin_steps": 5000, "returns": [final / 2, final]},
             "memory_metrics": {} if memory == "none" else {"memory/loss_share": 0.5, "memory/revisit_share": 0.9},
             "command": f"python train.py -m experiment=minatar env.game={game} seed={seed} agent.n_step=1 "
@@ -44,6 +45,36 @@ def test_the_suite_refuses_a_mismatched_grid_in_one_line_before_any_run(tmp_path
                               capture_output=True, text=True, timeout=120)
     assert finished.returncode == 2
     assert finished.stderr.strip().splitlines()[-1].startswith("minatar_suite.py: error: --steps 1000 is not allowed")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_chosen_lambda_arm_is_told_apart_kept_to_one_lambda_and_labelled_with_it(tmp_path):
+    from minatar_report import arm_labels, summarize
+    from minatar_suite import arm_of
+
+    assert arm_of("kdtree", 1, 0.1) == "emdqn" and arm_of("kdtree", 1, 0.03) == "emdqn_chosen"
+    assert arm_of("none", 1, 0.1) == "dqn" and arm_of("kdtree", 3, 0.1) == "emdqn_nstep"
+    write_record(tmp_path / "runs" / "breakout__emdqn_chosen__s0.json", record(arm="emdqn_chosen", lam=0.03))
+    assert settings_mismatch(tmp_path, 300_000, [], 0.03) is None
+    other = settings_mismatch(tmp_path, 300_000, [], 0.3)
+    assert other.startswith("--chosen-lambda 0.3 is not allowed") and "ran λ 0.03" in other
+    runs = [record(arm=arm, seed=seed, lam=lam, final=final) for seed in (0, 1, 2)
+            for arm, lam, final in (("dqn", 0.1, 4.0), ("emdqn", 0.1, 5.0), ("emdqn_chosen", 0.03, 6.0))]
+    assert arm_labels(runs)["emdqn_chosen"] == "EMDQN λ=0.03 (chosen)"
+    summary = summarize(runs, reps=100)
+    assert summary["arms"] == ["dqn", "emdqn", "emdqn_chosen"]
+    assert summary["memory_effects"]["breakout"]["emdqn_chosen"]["final_return"]["difference"][0] == 2.0
+
+
+def test_the_suite_refuses_a_chosen_arm_without_its_lambda_or_with_the_default_one(tmp_path):
+    suite = [sys.executable, str(ROOT / "benchmarks" / "experiments" / "minatar_suite.py"), "--out",
+             str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs")]
+    for extra, message in ((["--arms", "emdqn_chosen"], "--arms emdqn_chosen and --chosen-lambda go together"),
+                           (["--chosen-lambda", "0.1", "--arms", "emdqn_chosen"], "--chosen-lambda 0.1 is not allowed"),
+                           (["--chosen-lambda", "0.03", "--arms", "dqn"],
+                            "--arms emdqn_chosen and --chosen-lambda go together")):
+        finished = subprocess.run(suite + extra, capture_output=True, text=True, timeout=120)
+        assert finished.returncode == 2 and message in finished.stderr.strip().splitlines()[-1], finished.stderr
     assert not (tmp_path / "runs").exists()
 
 
