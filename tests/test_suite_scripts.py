@@ -134,3 +134,21 @@ def test_records_given_by_a_relative_path_are_committed(tmp_path, monkeypatch):
     commit_files([record_file], "a record")
     listed = subprocess.run(["git", "-C", str(repo), "ls-files"], capture_output=True, text=True).stdout.split()
     assert listed == ["results/runs/a.json"]
+
+
+def test_a_published_minatar_curve_is_read_back_from_its_pixels_at_the_asked_frames():
+    import numpy as np
+    from published_curves import MINATAR_FIGURE_SIZE, MINATAR_PANELS, dqn_pixels, read_minatar_curve
+
+    width, height = MINATAR_FIGURE_SIZE
+    picture = np.full((height, width, 3), 255, dtype=np.uint8)
+    (left, right, top, bottom), ((row_a, value_a), (row_b, value_b)) = MINATAR_PANELS["breakout"]
+    for x in range(left + 3, right - 2):  # a DQN-blue line at return 4 before 2M frames and 12 after
+        value = 4.0 if (x - left) / (right - left) * 5 < 2 else 12.0
+        row = int(round(row_a + (value - value_a) * (row_b - row_a) / (value_b - value_a)))
+        picture[row - 1:row + 2, x] = (1, 115, 178)
+    curve = dqn_pixels(picture)
+    at_one_million, spread = read_minatar_curve(curve, "breakout", 1_000_000)
+    assert abs(at_one_million - 4.0) < 0.1 and spread < 0.2
+    assert abs(read_minatar_curve(curve, "breakout", 3_000_000)[0] - 12.0) < 0.1
+    assert read_minatar_curve(curve, "asterix", 1_000_000) is None  # no curve on that panel
