@@ -118,6 +118,11 @@ def test_the_lambda_selection_takes_the_highest_iqm_of_dqn_normalized_auc_over_c
     assert selection["chosen"] == "0.03"
     assert "| 0.03 | 1.500 [1.500, 1.500] **chosen** |" in selection_table(selection)
     assert lambda_selection(probe, suite[3:], games, seeds) == {}, "DQN misses a cell: no choice"
+    from minatar_lambda import per_game_table
+
+    rows = per_game_table(probe, suite, selection).splitlines()
+    assert rows[2] == "| game | DQN | λ 0.03 | λ 0.1 |"
+    assert rows[4].startswith("| asterix | 3.00 (4.00) |") and "4.50 (6.00)" in rows[4]
 
 
 def test_records_given_by_a_relative_path_are_committed(tmp_path, monkeypatch):
