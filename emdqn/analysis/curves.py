@@ -31,7 +31,18 @@ def mean_with_band(axis: Any, steps: np.ndarray, mean: np.ndarray, low: np.ndarr
     return line
 
 
+def short_count(value: float, _position: Any = None) -> str:
+    """An axis tick as 250k or 1.5M: full numbers of env steps run into each other on small panels."""
+    for size, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(value) >= size:
+            return f"{value / size:g}{suffix}"
+    return f"{value:g}"
+
+
 def label_axes(axis: Any, ylabel: str, title: str | None = None, xlabel: str = "env steps") -> None:
+    from matplotlib.ticker import FuncFormatter
+
+    axis.xaxis.set_major_formatter(FuncFormatter(short_count))
     axis.set_xlabel(xlabel)
     axis.set_ylabel(ylabel)
     if title:
