@@ -16,8 +16,15 @@ later call continues each run from its checkpoint (``train.py resume=<run>``, th
 resume); a finished run is skipped; a run whose folder is gone starts again from 0, and its
 record notes the restart. After every evaluation the record of that run is rewritten:
 ``<out>/<game>__<arm>__s<seed>.json`` holds the commit and command of each stretch, the
-machine, the evaluations so far, the training return in bins and the speed, so the curve is
-in the repository even when a run folder is lost.
+machine, the evaluations so far, the training return in bins, per evaluation interval the
+training return and the memory's metrics, and the speed, so the curve is in the repository
+even when a run folder is lost.
+
+The report (``<out>/table.md``, ``<out>/curves.png`` and, for the project's own folder, the
+block in docs/results.md) is built from the records alone: the evaluations, the env steps at
+which each arm first reaches 0 and +18, the training return per 1M frames beside Dopamine's
+published DQN runs (``published_curves.py``'s record, when it is there) and the memory per
+interval.
 """
 
 from __future__ import annotations
