@@ -148,3 +148,20 @@ def test_the_pong_tables_in_the_docs_are_built_from_the_pair_records():
     assert (RESULTS / "pong" / "table.md").read_text() == table
     docs = (ROOT / "docs" / "results.md").read_text()
     assert f"{MARKERS[0]}\n{table}{MARKERS[1]}" in docs, "docs/results.md holds an older Pong table"
+
+
+def test_the_lambda_selection_in_the_docs_is_built_from_its_records():
+    from minatar_lambda import SELECTION_MARKERS, lambda_selection, lambda_table, selection_report
+    from minatar_report import load_results
+
+    folder = RESULTS / "minatar_lambda_selection"
+    selection = json.loads((folder / "selection.json").read_text())
+    probe, suite = load_results(folder), load_results(RESULTS / "minatar")
+    assert len(probe) == len(selection["games"]) * len(selection["seeds"]) * 3, "every candidate λ on every cell"
+    # The choice is the one these records give, and what the documents quote is built from them.
+    assert lambda_selection(probe, suite, selection["games"], selection["seeds"]) == selection
+    report = selection_report(probe, suite, selection)
+    assert (folder / "selection.md").read_text() == report
+    assert (folder / "table.md").read_text() == lambda_table(probe, suite)
+    docs = (ROOT / "docs" / "results.md").read_text()
+    assert f"{SELECTION_MARKERS[0]}\n{report}{SELECTION_MARKERS[1]}" in docs, "docs/results.md holds an older choice"
