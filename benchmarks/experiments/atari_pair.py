@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 from emdqn.analysis.curves import label_axes, mean_with_band, pyplot, save_figure
 from emdqn.analysis.records import REPO_ROOT, commit_files, metadata_block, write_record
-from emdqn.analysis.runs import MEMORY_METRICS, learning_curve, read_metrics
+from emdqn.analysis.runs import learning_curve, memory_means, read_metrics
 from minatar_report import docs_of, update_docs
 
 ARMS = {"emdqn": "kdtree", "dqn": "none"}  # arm -> memory config
@@ -106,8 +106,7 @@ def evaluations(rows: list[dict[str, float]]) -> list[dict[str, float]]:
 
 def mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
     """The mean of each memory metric over ``rows`` (those logged in them)."""
-    return {name: round(float(np.mean([row[name] for row in rows if name in row])), 4)
-            for name in MEMORY_METRICS if any(name in row for row in rows)}
+    return {name: round(value, 4) for name, value in memory_means(rows).items()}
 
 
 def intervals(rows: list[dict[str, float]], steps: int, interval_steps: int) -> list[dict]:

@@ -107,9 +107,9 @@ def per_game_table(probe: list[dict], suite: list[dict], selection: dict) -> str
     for game in selection["games"]:
         cells = []
         for name in names:
-            chosen = [runs[float(name)][game, seed] for seed in selection["seeds"]]
-            cells.append(f"{np.mean([auc(run) for run in chosen]):.2f} "
-                         f"({np.mean([run['final_return'] for run in chosen]):.2f})")
+            cell_runs = [runs[float(name)][game, seed] for seed in selection["seeds"]]
+            cells.append(f"{np.mean([auc(run) for run in cell_runs]):.2f} "
+                         f"({np.mean([run['final_return'] for run in cell_runs]):.2f})")
         lines.append(f"| {game} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -196,13 +196,13 @@ def main() -> None:
                              f"{args.steps:,} env steps")
     build_table(args.out)
     if args.select:
-        selection = lambda_selection(load_results(args.out), load_results(args.out.parent / "minatar"), args.games,
-                                     args.seeds)
+        probe, suite = load_results(args.out), load_results(args.out.parent / "minatar")
+        selection = lambda_selection(probe, suite, args.games, args.seeds)
         if not selection:
             print(f"no λ selection: DQN and at least one λ need a run on every game of {args.games} and seed of "
                   f"{args.seeds}")
             return
-        table = selection_report(load_results(args.out), load_results(args.out.parent / "minatar"), selection)
+        table = selection_report(probe, suite, selection)
         print(table)
         (args.out / "selection.md").write_text(table)
         write_record(args.out / "selection.json", selection)

@@ -43,7 +43,7 @@ from minatar_report import build_report, docs_of, readme_of
 from omegaconf import OmegaConf
 
 from emdqn.analysis.records import REPO_ROOT, commit_files, config_hash, metadata_block, write_record
-from emdqn.analysis.runs import BIN_STEPS, MEMORY_METRICS, learning_curve, read_metrics
+from emdqn.analysis.runs import BIN_STEPS, learning_curve, memory_means, read_metrics
 
 GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
 ARMS = {  # arm -> (memory config, n_step)
@@ -77,11 +77,6 @@ def harvest(run_dir: Path, command: str, wall_seconds: float) -> dict:
     returns = np.array([r for _, r in episodes])
     evals = [row["eval/episodic_return"] for row in rows if "eval/episodic_return" in row]
     total = int(config["agent"]["total_steps"])
-    memory_means = {}
-    for name in MEMORY_METRICS:
-        values = [row[name] for row in rows if name in row]
-        if values:
-            memory_means[name] = float(np.mean(values))
     arm = arm_of(config["memory"]["name"], int(config["agent"]["n_step"]), float(config["memory"]["lambda"]))
     return {
         "game": config["env"]["game"], "arm": arm, "seed": int(config["seed"]),
@@ -91,7 +86,7 @@ def harvest(run_dir: Path, command: str, wall_seconds: float) -> dict:
         "eval_return": evals[-1] if evals else None,
         "eval_episodes": int(config["eval"]["episodes"]),
         "curve": {"bin_steps": BIN_STEPS, "returns": learning_curve(steps, returns, total)},
-        "memory_metrics": memory_means,
+        "memory_metrics": memory_means(rows),
         "wall_seconds": round(wall_seconds, 1),
         "config_hash": config_hash({k: v for k, v in config.items() if k not in ("trainer", "logger", "hydra")}),
         **metadata_block(command),

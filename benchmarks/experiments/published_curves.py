@@ -59,16 +59,21 @@ MINATAR_FRAMES = 5_000_000  # the x axis: 0 to 5M frames
 def read_runs(dopamine: Path, game: str) -> tuple[dict[str, list[list[float]]], str]:
     """Each agent's runs (one list of per-iteration values per run) and the clone's commit."""
     commit = git_commit_of(dopamine)
-    shown = subprocess.run(["git", "-C", str(dopamine), "show", f"HEAD:{DATA.format(game=game)}"],
-                           capture_output=True, text=True)
-    if shown.returncode != 0:
-        raise SystemExit(f"--game {game}: the Dopamine clone has no {DATA.format(game=game)}")
+    shown = file_at_head(dopamine, DATA.format(game=game), f"--game {game}: the Dopamine clone")
     runs: dict[str, list[list[float]]] = {}
-    for point in json.loads(shown.stdout):  # a run's points are in order; iteration 0 opens the next run
+    for point in json.loads(shown):  # a run's points are in order; iteration 0 opens the next run
         if point["Iteration"] == 0:
             runs.setdefault(point["Agent"], []).append([])
         runs[point["Agent"]][-1].append(round(point["Value"], 3))
     return runs, commit
+
+
+def file_at_head(clone: Path, path: str, what: str) -> bytes:
+    """``path`` as committed at the clone's HEAD; a one-line exit naming ``what`` lacks it."""
+    shown = subprocess.run(["git", "-C", str(clone), "show", f"HEAD:{path}"], capture_output=True)
+    if shown.returncode != 0:
+        raise SystemExit(f"{what} has no {path}")
+    return shown.stdout
 
 
 def git_commit_of(clone: Path) -> str:
@@ -99,10 +104,7 @@ def read_minatar_curve(curve: np.ndarray, game: str, frames: int) -> tuple[float
 def minatar_record(clone: Path, at: list[int]) -> dict:
     from PIL import Image
 
-    shown = subprocess.run(["git", "-C", str(clone), "show", f"HEAD:{MINATAR_FIGURE}"], capture_output=True)
-    if shown.returncode != 0:
-        raise SystemExit(f"--minatar {clone}: no {MINATAR_FIGURE} in that clone")
-    image = Image.open(io.BytesIO(shown.stdout))
+    image = Image.open(io.BytesIO(file_at_head(clone, MINATAR_FIGURE, f"--minatar {clone}: the clone")))
     if image.size != MINATAR_FIGURE_SIZE:
         raise SystemExit(f"--minatar {clone}: {MINATAR_FIGURE} is {image.size[0]} x {image.size[1]} pixels; the "
                          f"panel positions here are for the {MINATAR_FIGURE_SIZE[0]} x {MINATAR_FIGURE_SIZE[1]} figure")

@@ -21,6 +21,12 @@ MEMORY_METRICS = ("memory/hit_rate", "memory/revisit_share", "memory/h_minus_q",
                   "memory/h_mean", "memory/size")
 
 
+def memory_means(rows: list[dict[str, float]]) -> dict[str, float]:
+    """The mean of each memory metric over the metric rows that logged it."""
+    return {name: float(np.mean([row[name] for row in rows if name in row]))
+            for name in MEMORY_METRICS if any(name in row for row in rows)}
+
+
 def read_metrics(run_dir: Path) -> list[dict[str, float]]:
     """Every row of a run's ``metrics.csv``, with the columns it has (numbers)."""
     with (run_dir / "metrics.csv").open() as file:
