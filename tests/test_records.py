@@ -5,6 +5,8 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -64,12 +66,13 @@ def test_the_several_envs_check_in_the_docs_is_its_record():
     assert quoted_block("results.md", "minatar_num_envs8").strip() == markdown(record["rows"]).strip()
 
 
-def test_the_minatar_table_in_the_docs_is_the_report_of_the_run_records():
-    runs = sorted((RESULTS / "minatar" / "runs").glob("*.json"))
-    assert runs, "the docs quote a MinAtar table: its run records must be committed"
-    from minatar_report import MARKERS, README_MARKERS, markdown_table, readme_summary
+@pytest.mark.parametrize("folder", ["minatar", "minatar_heldout"])
+def test_each_minatar_suite_block_in_the_documents_is_the_report_of_its_run_records(folder):
+    runs = sorted((RESULTS / folder / "runs").glob("*.json"))
+    assert runs, f"the docs quote the {folder} tables: their run records must be committed"
+    from minatar_report import PUBLISHED_DQN, PUBLISHED_SUITES, docs_report, markdown_table, readme_summary
 
-    summary = json.loads((RESULTS / "minatar" / "summary.json").read_text())
+    summary = json.loads((RESULTS / folder / "summary.json").read_text())
     records = [json.loads(path.read_text()) for path in runs]
     for record in records:  # the summary was built from exactly these records
         row = summary["games"][record["game"]][record["arm"]]
@@ -77,13 +80,19 @@ def test_the_minatar_table_in_the_docs_is_the_report_of_the_run_records():
         assert row["per_seed"]["final_return"][index] == record["final_return"]
         assert row["per_seed"]["eval_return"][index] == record["eval_return"]
     assert sum(len(row["seeds"]) for game in summary["games"].values() for row in game.values()) == len(records)
+    assert summary["machine"]["runs"] == len(records)
+    assert summary["machine"]["hours"] == round(sum({r["command"]: r["wall_seconds"] for r in records}.values())
+                                                / 3600, 2)
     table = markdown_table(summary)
-    assert (RESULTS / "minatar" / "table.md").read_text() == table
+    assert (RESULTS / folder / "table.md").read_text() == table
+    markers = PUBLISHED_SUITES[folder]
     docs = (ROOT / "docs" / "results.md").read_text()
-    assert f"{MARKERS[0]}\n{table}{MARKERS[1]}" in docs, "docs/results.md holds an older MinAtar table"
-    readme = (ROOT / "README.md").read_text()
-    assert f"{README_MARKERS[0]}\n{readme_summary(summary)}{README_MARKERS[1]}" in readme, \
-        "README.md holds older MinAtar aggregates"
+    block = docs_report(summary, json.loads(PUBLISHED_DQN.read_text()))
+    assert f"{markers['docs'][0]}\n{block}{markers['docs'][1]}" in docs, f"docs/results.md holds older {folder} tables"
+    if markers["readme"]:
+        readme = (ROOT / "README.md").read_text()
+        assert f"{markers['readme'][0]}\n{readme_summary(summary)}{markers['readme'][1]}" in readme, \
+            f"README.md holds older {folder} aggregates"
 
 
 def test_the_lambda_table_in_the_docs_is_built_from_its_records():

@@ -10,7 +10,7 @@ sys.path.insert(0, str(ROOT / "benchmarks" / "experiments"))
 
 from emdqn.analysis.records import write_record  # noqa: E402
 from minatar_lambda import lambda_table  # noqa: E402
-from minatar_report import docs_of, readme_of  # noqa: E402
+from minatar_report import docs_of, suite_documents  # noqa: E402
 from minatar_suite import settings_mismatch  # noqa: E402
 
 OWN = ("trainer.threads=1 logger=csv hydra/launcher=joblib hydra.launcher.n_jobs=2 checkpoint.every_steps=0 "
@@ -21,9 +21,10 @@ def record(game="breakout", arm="emdqn", seed=0, lam=0.1, steps=300_000, extra="
     memory = "none" if arm == "dqn" else "kdtree"
     return {"game": game, "arm": arm, "seed": seed, "memory": memory, "lambda": lam, "n_step": 1,
             "env_steps": steps, "final_return": final, "eval_return": final + 1, "episodes": 100,
-            "wall_seconds": 600.0, "commit": "0" * 40,
+            "wall_seconds": 600.0, "commit": "0" * 40, "machine": {"cpu": "Xeon", "cores": 2},
             "curve": {"bin_steps": 5000, "returns": [final / 2, final]},
-            "memory_metrics": {} if memory == "none" else {"memory/loss_share": 0.5, "memory/revisit_share": 0.9},
+            "memory_metrics": {} if memory == "none" else {"memory/loss_share": 0.5, "memory/revisit_share": 0.9,
+                                                            "memory/h_minus_q": 0.1},
             "command": f"python train.py -m experiment=minatar env.game={game} seed={seed} agent.n_step=1 "
                        f"agent.total_steps={steps} memory={memory} {OWN} {extra}".strip()}
 
@@ -84,13 +85,36 @@ def test_the_committed_suite_records_fit_the_suites_default_grid():
     assert settings_mismatch(ROOT / "benchmarks" / "results" / "minatar", 300_000, []) is None
 
 
-def test_only_the_published_results_folder_rewrites_the_documents(tmp_path):
-    published = tmp_path / "repo" / "benchmarks" / "results" / "minatar"
-    assert docs_of(published) == tmp_path / "repo" / "docs" / "results.md"
-    assert readme_of(published) == tmp_path / "repo" / "README.md"
-    assert docs_of(published.parent / "minatar_lambda", "minatar_lambda") == tmp_path / "repo" / "docs" / "results.md"
-    for elsewhere in (tmp_path / "my_grid", tmp_path / "repo" / "benchmarks" / "results" / "minatar_small"):
-        assert docs_of(elsewhere) is None and readme_of(elsewhere) is None
+def test_only_the_published_results_folders_rewrite_the_documents(tmp_path):
+    results = tmp_path / "repo" / "benchmarks" / "results"
+    docs, readme = tmp_path / "repo" / "docs" / "results.md", tmp_path / "repo" / "README.md"
+    assert docs_of(results / "minatar") == docs
+    headline = suite_documents(results / "minatar")
+    assert headline["docs"][0] == docs and headline["readme"][0] == readme
+    assert headline["docs"][1] != suite_documents(results / "minatar_heldout")["docs"][1]  # a block of its own
+    assert "readme" not in suite_documents(results / "minatar_heldout")
+    assert docs_of(results / "minatar_lambda", "minatar_lambda") == docs
+    for elsewhere in (tmp_path / "my_grid", results / "minatar_small", tmp_path / "minatar_heldout"):
+        assert docs_of(elsewhere) is None and suite_documents(elsewhere) == {}
+
+
+def test_the_report_sets_our_dqn_beside_the_published_one_at_the_same_steps_and_sums_launch_time():
+    from minatar_report import docs_report, machine_time, summarize
+
+    runs = [dict(record(arm=arm, seed=seed, steps=500_000, final=final), wall_seconds=wall,
+                 command=f"python train.py -m seed={seed} memory=none,kdtree")  # one launch per seed
+            for seed, final, wall in ((10, 4.0, 600.0), (11, 6.0, 900.0)) for arm in ("dqn", "emdqn")]
+    assert machine_time(runs) == {"runs": 4, "launches": 2, "hours": round(1500 / 3600, 2), "cpus": ["Xeon"]}
+    published = {"source": {"paper": "Young & Tian 2019", "path": "img/curves.gif", "repository": "r",
+                            "commit": "4241f24685"}, "value": "mean of 30 runs", "settings": "RMSProp",
+                 "games": {"breakout": {"500000": {"return": 8.2}}, "asterix": {"500000": {"return": 1.0}}}}
+    block = docs_report(summarize(runs, reps=100), published)
+    assert "| breakout | 500,000 | 2 | 5.00 [" in block and block.split("| breakout | 500,000 | 2 | ")[1].split("\n")[0] \
+        .endswith("| 8.2 |")
+    assert "asterix | 500,000" not in block  # no run of ours there
+    assert "0.4 hours of wall clock for 4 runs in 2 launches" in block and "on Xeon" in block
+    other_budget = summarize([dict(run, env_steps=300_000) for run in runs], reps=100)
+    assert "paper's DQN" not in docs_report(other_budget, published)  # the record reads no curve at 300k
 
 
 def test_the_lambda_table_sets_the_probe_beside_the_suites_runs_of_the_same_game_seed_and_budget():

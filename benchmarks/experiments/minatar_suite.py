@@ -22,8 +22,8 @@ the suite resumes where it stopped. After each launch the report
 (``<out>/table.md``, ``<out>/curves.png``, ``<out>/summary.json`` and the table in
 docs/results.md) is rebuilt from the result files alone (``benchmarks/experiments/minatar_report.py``);
 ``--commit`` also commits the new results with it (for long suites on machines whose
-uncommitted files do not survive). Only the project's own folder, ``benchmarks/results/minatar``,
-writes its tables into docs/results.md and README.md; a results folder holds one budget and one
+uncommitted files do not survive). Only the project's published folders (``benchmarks/results/minatar``,
+``benchmarks/results/minatar_heldout``) write their tables into docs/results.md and README.md; a results folder holds one budget and one
 set of extra overrides, and a grid of other settings is refused there with the line that says so.
 """
 
@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from minatar_report import build_report, docs_of, readme_of
+from minatar_report import build_report, suite_documents
 from omegaconf import OmegaConf
 
 from emdqn.analysis.records import REPO_ROOT, commit_files, config_hash, metadata_block, write_record
@@ -215,7 +215,7 @@ def main() -> None:
                 build_report(args.out)
             if args.commit and written:
                 report = [args.out / name for name in ("table.md", "summary.json", "curves.png")]
-                commit_files([*written, *report, *filter(None, [docs_of(args.out), readme_of(args.out)])],
+                commit_files([*written, *report, *(path for path, _ in suite_documents(args.out).values())],
                              f"MinAtar suite results: {', '.join(games)} seed {seed} n_step {n_step} "
                              f"({', '.join(sorted({p.stem.split('__')[1] for p in written}))}), "
                              f"{args.steps:,} env steps")
