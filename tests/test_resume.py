@@ -247,3 +247,41 @@ def test_a_checkpoint_rewrites_only_the_replay_chunks_that_changed(tmp_path, mon
     assert frames[2] == f"env0_frames.c0002.s{second}.npy" and len(frames) == 3
     step_and_save(200)  # the buffer wraps: every chunk is rewritten, none of the old files is left
     assert not saved_files() & before
+
+
+def test_a_resume_copies_the_replay_chunk_by_chunk_without_a_second_copy_of_the_buffer(tmp_path, monkeypatch):
+    # Two full Pong replays (7 GB each) resumed side by side must fit where the two runs did:
+    # loading may hold one chunk besides the buffer, never a second copy of it.
+    import tracemalloc
+
+    import emdqn.run.replay_files
+    from emdqn.run.checkpoint import restore
+
+    from emdqn.agent.collector import Collector
+    from emdqn.agent.learner import Learner
+
+    monkeypatch.setattr(emdqn.run.replay_files, "CHUNK_SLOTS", 512)
+
+    def parts():
+        cfg = compose_config(["env=cartpole", "model=mlp", "memory=none", "buffer.capacity=30000",
+                              "agent.learning_starts=32"])  # no memory: its table is restored on its own
+        collector = Collector.from_config(cfg)
+        learner = Learner.from_config(cfg, collector.envs.observation_shape, collector.envs.num_actions)
+        collector.set_policy(learner.q_network)
+        return collector, learner
+
+    collector, learner = parts()
+    stream = collector.replay.streams[0]
+    for _ in range(stream.capacity + 10):  # the buffer is full and wrapped
+        collector.play_step()
+    save_checkpoint(tmp_path, learner, collector)
+    state = load_checkpoint(tmp_path)
+    replay_bytes = sum(array.nbytes for array in saved_replay(state).values())
+    fresh_collector, fresh_learner = parts()
+    tracemalloc.start()
+    restore(state, fresh_learner, fresh_collector)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < replay_bytes / 3, f"restoring a {replay_bytes:,}-byte replay allocated {peak:,} bytes at its peak"
+    for name in ("frames", "actions", "rewards", "has_transition"):
+        assert np.array_equal(getattr(fresh_collector.replay.streams[0], name), getattr(stream, name)), name

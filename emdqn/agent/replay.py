@@ -241,7 +241,10 @@ class ReplayBuffer:
             if array.shape[1:] != own.shape[1:] or len(array) > len(own):
                 raise ValueError(f"replay state has {name} of shape {array.shape}, "
                                  f"this buffer holds {own.shape} (capacity or env changed)")
-            own[:len(array)] = array
+            start = 0  # a checkpoint's array arrives chunk by chunk: the buffer is never held twice
+            for part in (array.chunks() if hasattr(array, "chunks") else (array,)):
+                own[start:start + len(part)] = part
+                start += len(part)
         self.cursor, self.filled = int(state["cursor"]), int(state["filled"])
         self.current, self.num_transitions = int(state["current"]), int(state["num_transitions"])
         self.slots_written = int(state["slots_written"])

@@ -42,7 +42,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from emdqn.run.replay_files import ReplayFilesPlan, load_replay, remove_unnamed, replay_bytes
+from emdqn.run.replay_files import ReplayFilesPlan, SavedArray, remove_unnamed, replay_bytes, saved_arrays
 
 log = logging.getLogger("emdqn")
 
@@ -287,10 +287,12 @@ def restore(state: dict[str, Any], learner: Any, collector: Any) -> None:
         learner.load_state_dict(state["learner"])
     except (RuntimeError, KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"checkpoint {path} does not fit this model: {error}") from None
-    arrays = saved_replay(state)
+    arrays = saved_replay_chunks(state)
     if arrays is not None:
+        size = replay_bytes(path.parent, state["replay_index"])
         try:
-            collector.load_replay_state({"arrays": arrays, **state["replay_meta"]})
+            with reporting("Loading the replay buffer", size):
+                collector.load_replay_state({"arrays": arrays, **state["replay_meta"]})
         except (ValueError, KeyError) as error:
             raise CheckpointError(f"the replay of checkpoint {path} does not fit this run: {error}") from None
     # After the replay: games that cannot be restored close their episodes in it.
@@ -301,12 +303,17 @@ def restore(state: dict[str, Any], learner: Any, collector: Any) -> None:
     torch.set_rng_state(state["torch_rng"])
 
 
-def saved_replay(state: dict[str, Any]) -> dict[str, np.ndarray] | None:
-    """The replay arrays a loaded checkpoint names, each chunk checked against the manifest
-    (None when it was saved without them)."""
+def saved_replay_chunks(state: dict[str, Any]) -> dict[str, SavedArray] | None:
+    """The replay arrays a loaded checkpoint names, each read chunk by chunk and each chunk
+    checked against the manifest as it is read (None when it was saved without them)."""
     index = state.get("replay_index")
     if index is None:
         return None
-    directory = state["path"].parent
-    with reporting("Loading the replay buffer", replay_bytes(directory, index)):
-        return load_replay(directory, index, lambda path, digest: np.load(io.BytesIO(verified_bytes(path, digest))))
+    return saved_arrays(state["path"].parent, index,
+                        lambda path, digest: np.load(io.BytesIO(verified_bytes(path, digest))))
+
+
+def saved_replay(state: dict[str, Any]) -> dict[str, np.ndarray] | None:
+    """The replay arrays a loaded checkpoint names, read whole (to inspect a checkpoint)."""
+    chunks = saved_replay_chunks(state)
+    return None if chunks is None else {name: saved.read() for name, saved in chunks.items()}

@@ -12,13 +12,13 @@ leaves the previous checkpoint loadable.
     plan = ReplayFilesPlan(directory, tag, replay_state, previous_index)
     plan.bytes_to_write          # for a progress line
     index = plan.write(write_atomically)
-    arrays = load_replay(directory, index)
+    arrays = saved_arrays(directory, index, read_checked)   # read chunk by chunk
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -93,13 +93,51 @@ class ReplayFilesPlan:
                 "capacities": self.capacities, "digests": digests}
 
 
-def load_replay(directory: Path, index: dict[str, Any],
-                read_checked: Callable[[Path, Any], np.ndarray]) -> dict[str, np.ndarray]:
-    """The replay arrays that ``index`` names, read back from their chunk files by
+class SavedArray:
+    """One replay array of a checkpoint, read from its chunk files one chunk at a time.
+
+    A resume copies it chunk by chunk into the buffer it already holds (``chunks()``), so it
+    never holds a second copy of the buffer (a full Pong buffer is 7 GB). Each chunk is
+    checked by ``read_checked(path, digest)`` as it is read; its shape comes from the
+    ``.npy`` headers.
+    """
+
+    def __init__(self, paths: list[Path], digests: list[Any], read_checked: Callable[[Path, Any], np.ndarray]):
+        self.paths, self.digests, self.read_checked = paths, digests, read_checked
+        lengths, rows = [], ()
+        for path, digest in zip(paths, digests):
+            try:
+                with path.open("rb") as file:
+                    version = np.lib.format.read_magic(file)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, _, self.dtype = read_header(file)
+            except (OSError, ValueError):
+                read_checked(path, digest)  # names the file that is missing or not what was written
+                raise
+            lengths.append(shape[0])
+            rows = shape[1:]
+        self.shape = (sum(lengths), *rows)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        for path, digest in zip(self.paths, self.digests):
+            yield self.read_checked(path, digest)
+
+    def read(self) -> np.ndarray:
+        """The whole array at once (for inspection; a resume copies the chunks instead)."""
+        return np.concatenate(list(self.chunks()))
+
+
+def saved_arrays(directory: Path, index: dict[str, Any],
+                 read_checked: Callable[[Path, Any], np.ndarray]) -> dict[str, SavedArray]:
+    """The replay arrays that ``index`` names, to be read chunk by chunk from their files by
     ``read_checked(path, digest)``, which refuses a file that is not what was written."""
     folder = directory / REPLAY_DIR
-    return {name: np.concatenate([read_checked(folder / file_name, index["digests"][file_name])
-                                  for file_name in names])
+    return {name: SavedArray([folder / file_name for file_name in names],
+                             [index["digests"][file_name] for file_name in names], read_checked)
             for name, names in index["files"].items()}
 
 
