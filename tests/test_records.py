@@ -147,7 +147,7 @@ def test_the_pong_before_after_figures_equal_their_record():
 
 
 def test_the_pong_tables_in_the_docs_are_built_from_the_pair_records():
-    from atari_pair import MARKERS, load_records, markdown, published_curves
+    from atari_pair import MARKERS, README_MARKERS, load_records, markdown, published_curves, readme_line
 
     records = load_records(RESULTS / "pong", "pong", 0)
     assert set(records) == {"emdqn", "dqn"}, "the docs quote the Pong pair: both records must be committed"
@@ -157,6 +157,8 @@ def test_the_pong_tables_in_the_docs_are_built_from_the_pair_records():
     assert (RESULTS / "pong" / "table.md").read_text() == table
     docs = (ROOT / "docs" / "results.md").read_text()
     assert f"{MARKERS[0]}\n{table}{MARKERS[1]}" in docs, "docs/results.md holds an older Pong table"
+    readme = (ROOT / "README.md").read_text()
+    assert f"{README_MARKERS[0]}\n{readme_line(records)}{README_MARKERS[1]}" in readme, "README.md quotes older Pong scores"
 
 
 def test_the_lambda_selection_in_the_docs_is_built_from_its_records():
