@@ -13,7 +13,7 @@ memory arm's difference to its twin without the memory, with a bootstrap interva
 verdict (ahead, tie, behind) once both have 3 seeds. For the project's published folders
 (``PUBLISHED_SUITES``) the whole table, our DQN beside the MinAtar paper's at the same env steps
 and the machine time are also written into docs/results.md between the folder's markers, and
-for the headline's folder the aggregates and the memory's effect into README.md.
+for the headline's folder the aggregates into README.md.
 """
 
 from __future__ import annotations
@@ -302,8 +302,8 @@ def effects_table(summary: dict) -> str:
 
 
 def readme_summary(summary: dict) -> str:
-    """The README's results: the aggregates and the memory's effect per game."""
-    return "\n".join(part for part in (aggregates_table(summary), effects_table(summary)) if part)
+    """The README's results: the aggregates across games (docs/results.md has the rest)."""
+    return aggregates_table(summary)
 
 
 def repository_of(out: Path, folder: str = "minatar") -> Path | None:
