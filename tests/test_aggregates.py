@@ -61,3 +61,14 @@ def test_difference_interval_excludes_zero_only_for_separated_groups():
     tie = bootstrap_difference_interval(np.array([1.0, 5.0, 3.0]), np.array([2.0, 4.0, 3.0]))
     assert tie[0] == 0.0 and tie[1] < 0.0 < tie[2]
     assert bootstrap_difference_interval(np.array([2.0]), np.array([3.0])) == (-1.0, -1.0, -1.0)
+
+
+def test_a_contrast_of_four_groups_is_the_change_of_a_difference_and_two_groups_give_the_difference():
+    from emdqn.analysis.aggregates import bootstrap_contrast_interval
+
+    rng = np.random.default_rng(1)
+    a, b, c, d = (rng.normal(mean, 1.0, size=5) for mean in (3.0, 1.0, 0.0, 1.0))
+    assert bootstrap_contrast_interval([a, b], [1, -1], 500) == bootstrap_difference_interval(a, b, 500)
+    value, low, high = bootstrap_contrast_interval([a, b, c, d], [1, -1, -1, 1], 500)
+    assert value == pytest.approx((a.mean() - b.mean()) - (c.mean() - d.mean()))
+    assert low < value < high and high - low > 0

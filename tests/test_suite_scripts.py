@@ -181,3 +181,26 @@ def test_a_published_minatar_curve_is_read_back_from_its_pixels_at_the_asked_fra
     assert abs(at_one_million - 4.0) < 0.1 and spread < 0.2
     assert abs(read_minatar_curve(curve, "breakout", 3_000_000)[0] - 12.0) < 0.1
     assert read_minatar_curve(curve, "asterix", 1_000_000) is None  # no curve on that panel
+
+
+def test_the_sticky_table_sets_the_memorys_effect_with_and_without_sticky_actions_side_by_side():
+    from minatar_sticky import NO_STICKY, settings_problem, sticky_rows, sticky_table
+
+    # With sticky actions EMDQN trails DQN by 2; without, it leads by 1: the change is +3.
+    sticky = [record(game="asterix", arm=arm, seed=seed, steps=500_000, final=final + seed)
+              for seed in (10, 11, 12) for arm, final in (("dqn", 6.0), ("emdqn", 4.0))]
+    plain = [record(game="asterix", arm=arm, seed=seed, steps=500_000, final=final + seed, extra=NO_STICKY)
+             for seed in (10, 11, 12) for arm, final in (("dqn", 6.0), ("emdqn", 7.0))]
+    plain.append(record(game="asterix", arm="dqn", seed=13, steps=500_000, extra=NO_STICKY))  # no twin anywhere
+    assert settings_problem(sticky, plain) is None
+    [row] = sticky_rows(sticky, plain, reps=200)
+    assert row["seeds"] == [10, 11, 12]
+    assert row["final_return"]["sticky"][0] == -2.0 and row["final_return"]["no_sticky"][0] == 1.0
+    value, low, high = row["final_return"]["change"]
+    assert value == 3.0 and low <= 3.0 <= high
+    table = sticky_table([row])
+    assert "| asterix | 10, 11, 12 | final return | -2.00 [" in table and "+3.00 [" in table
+    assert settings_problem(sticky, [dict(run, env_steps=1_000_000) for run in plain]).startswith(
+        "the runs with sticky actions have [500000]")
+    assert "made without env.kwargs.sticky_action_prob=0" in settings_problem(sticky, sticky)
+    assert "made with env.kwargs.sticky_action_prob=0" in settings_problem(plain, plain)

@@ -15,7 +15,7 @@ averaged over tasks; above 0.5 with its interval above 0.5 is a reliable improve
 from __future__ import annotations
 
 import warnings
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -42,12 +42,21 @@ def bootstrap_difference_interval(values: np.ndarray, baseline: np.ndarray, reps
                                   seed: int = 0) -> Interval:
     """mean(values) - mean(baseline) with a 95 % percentile-bootstrap interval; the runs of
     each side are resampled on their own (two independent groups of seeds)."""
-    values, baseline = np.asarray(values, dtype=np.float64), np.asarray(baseline, dtype=np.float64)
-    difference = values.mean() - baseline.mean()
+    return bootstrap_contrast_interval([values, baseline], [1.0, -1.0], reps, seed)
+
+
+def bootstrap_contrast_interval(groups: Sequence[np.ndarray], weights: Sequence[float], reps: int = 2000,
+                                seed: int = 0) -> Interval:
+    """sum_i weights[i] * mean(groups[i]) with a 95 % percentile-bootstrap interval, each
+    group's runs resampled on their own: with weights (1, -1, -1, 1), how much a difference
+    between two arms changes from one setting to another."""
+    groups = [np.asarray(group, dtype=np.float64) for group in groups]
+    value = sum(weight * group.mean() for group, weight in zip(groups, weights))
     rng = np.random.default_rng(seed)
-    means = [group[rng.integers(0, len(group), size=(reps, len(group)))].mean(axis=1) for group in (values, baseline)]
-    low, high = np.percentile(means[0] - means[1], [2.5, 97.5])
-    return float(difference), float(low), float(high)
+    resampled = sum(weight * group[rng.integers(0, len(group), size=(reps, len(group)))].mean(axis=1)
+                    for group, weight in zip(groups, weights))
+    low, high = np.percentile(resampled, [2.5, 97.5])
+    return float(value), float(low), float(high)
 
 
 def _rliable():
