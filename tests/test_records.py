@@ -181,3 +181,14 @@ def test_the_lambda_selection_in_the_docs_is_built_from_its_records():
     assert (f"chosen for MinAtar on seeds 0–2, λ = {selection['chosen']} does better (IQM of normalized AUC "
             f"{chosen[0]:.2f} [{chosen[1]:.2f}, {chosen[2]:.2f}] against "
             f"{default[0]:.2f} [{default[1]:.2f}, {default[2]:.2f}])") in readme, "the README quotes another choice"
+
+
+def test_the_resume_memory_figures_equal_their_record():
+    record = json.loads((RESULTS / "resume_memory.json").read_text())
+    block = quoted_block("performance.md", "resume_memory")
+    for side, label in (("before", "whole arrays, then copied into the buffer"), ("after", "chunk by chunk into the buffer")):
+        peak = max(run["restore_adds"] for run in record["results"][side])
+        assert (f"| {label} | {record['checkouts'][side]['commit'][:7]} | {peak / 1e6:,.0f} MB "
+                f"| {peak / record['replay_bytes']:.2f} |") in block, f"docs/performance.md quotes another {side} figure"
+    assert f"{record['replay_bytes'] / 1e6:,.0f} MB of replay files" in " ".join(
+        (ROOT / "docs" / "performance.md").read_text().split())
