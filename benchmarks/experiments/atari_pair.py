@@ -43,7 +43,7 @@ import numpy as np
 from emdqn.analysis.curves import label_axes, mean_with_band, pyplot, save_figure
 from emdqn.analysis.records import REPO_ROOT, commit_files, metadata_block, write_record
 from emdqn.analysis.runs import learning_curve, memory_means, read_metrics
-from minatar_report import docs_of, update_docs
+from minatar_report import repository_of, update_docs
 
 ARMS = {"emdqn": "kdtree", "dqn": "none"}  # arm -> memory config
 LABELS = {"emdqn": "EMDQN λ 0.1", "dqn": "DQN"}
@@ -374,12 +374,11 @@ def build_report(out: Path, game: str, seed: int) -> tuple[Path, Path]:
     published = published_curves(out, game)
     table = markdown(records, published)
     (out / "table.md").write_text(table)
-    docs = docs_of(out, game)
-    if docs and update_docs(table, docs, MARKERS):
-        print(f"wrote the table in {docs}")
-    readme = docs.parent.parent / "README.md" if docs else None
-    if readme and update_docs(readme_line(records), readme, README_MARKERS):
-        print(f"wrote the line in {readme}")
+    repo = repository_of(out, game)
+    for path, text, markers in ((repo / "docs" / "results.md", table, MARKERS),
+                                (repo / "README.md", readme_line(records), README_MARKERS)) if repo else ():
+        if update_docs(text, path, markers):
+            print(f"wrote {out.name}'s block in {path}")
 
     figure, axis = pyplot().subplots(figsize=(7, 4))
     for (arm, record), color in zip(records.items(), ("tab:red", "tab:blue")):

@@ -233,9 +233,7 @@ def published_dqn_table(summary: dict, published: dict) -> str:
 
 
 def machine_line(summary: dict) -> str:
-    machine = summary.get("machine")
-    if not machine:
-        return ""
+    machine = summary["machine"]
     return (f"Machine time: {machine['hours']:.1f} hours of wall clock for {machine['runs']} runs in "
             f"{machine['launches']} launches (two runs at a time, one torch thread each) on "
             f"{' and '.join(machine['cpus'])}.\n")
