@@ -274,10 +274,15 @@ def plot_curves(results: list[dict], path: Path) -> None:
     save_figure(figure, path, dpi=110)
 
 
+def signed_interval(interval) -> str:
+    """A difference with its interval, signs shown: +1.39 [+0.32, +2.40]."""
+    value, low, high = interval
+    return f"{value:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+
 def _effect_cell(effect: dict, score: str) -> str:
-    value, low, high = effect[score]["difference"]
     verdict = effect[score]["verdict"]
-    return f"{value:+.2f} [{low:+.2f}, {high:+.2f}]" + (f" **{verdict}**" if verdict else f" ({effect['seeds']} seed"
+    return signed_interval(effect[score]["difference"]) + (f" **{verdict}**" if verdict else f" ({effect['seeds']} seed"
                                                                                       f"{'s' if effect['seeds'] > 1 else ''})")
 
 

@@ -19,8 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-from minatar_report import auc, by_game_and_arm, docs_of, load_results, update_docs
+from minatar_report import auc, by_game_and_arm, docs_of, load_results, signed_interval, update_docs
 
 from emdqn.analysis.aggregates import bootstrap_contrast_interval
 from emdqn.analysis.records import REPO_ROOT
@@ -73,11 +72,6 @@ def sticky_rows(sticky: list[dict], plain: list[dict], reps: int = 2000) -> list
     return rows
 
 
-def _signed(interval) -> str:
-    value, low, high = interval
-    return f"{value:+.2f} [{low:+.2f}, {high:+.2f}]"
-
-
 def sticky_table(rows: list[dict]) -> str:
     """The docs block: one line per game and score."""
     lines = ["| game | seeds | score | EMDQN − DQN, sticky 0.1 | EMDQN − DQN, no sticky | change |",
@@ -87,8 +81,8 @@ def sticky_table(rows: list[dict]) -> str:
             cells = row[score]
             change = cells["change"]
             verdict = "**rises**" if change[1] > 0 else "**falls**" if change[2] < 0 else "no change shown"
-            lines.append(f"| {row['game']} | {', '.join(map(str, row['seeds']))} | {label} | {_signed(cells['sticky'])} "
-                         f"| {_signed(cells['no_sticky'])} | {_signed(change)} {verdict} |")
+            lines.append(f"| {row['game']} | {', '.join(map(str, row['seeds']))} | {label} | {signed_interval(cells['sticky'])} "
+                         f"| {signed_interval(cells['no_sticky'])} | {signed_interval(change)} {verdict} |")
     steps = sorted({row["env_steps"] for row in rows})
     note = (f"\n{', '.join(f'{s:,}' for s in steps)} env steps per run; 95 % bootstrap intervals, each group of "
             "seeds resampled on its own; change = (EMDQN − DQN without sticky actions) − (EMDQN − DQN with them).\n")

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from startup import environment  # that checkout's emdqn first on the path
 
 from emdqn.analysis.records import REPO_ROOT, git_commit, metadata_block, write_record
 
@@ -47,10 +48,6 @@ with open("/proc/self/clear_refs", "w") as refs:
 restore(state, learner, collector)
 print(json.dumps({"rss_before": before, "peak": status("VmHWM"), "rss_after": status("VmRSS")}))
 """
-
-
-def environment(checkout: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(checkout), "WANDB_MODE": "offline"}
 
 
 def replay_bytes(run: Path) -> int:
