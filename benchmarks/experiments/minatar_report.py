@@ -143,7 +143,14 @@ def machine_time(results: list[dict]) -> dict:
     time and command) and the CPUs they ran on."""
     launches = {result["command"]: result["wall_seconds"] for result in results}
     return {"runs": len(results), "launches": len(launches), "hours": round(sum(launches.values()) / 3600, 2),
-            "cpus": sorted({result["machine"]["cpu"] for result in results})}
+            "cpus": sorted({result["machine"]["cpu"] for result in results}),
+            "runs_at_a_time": sorted({runs_at_a_time(command) for command in launches})}
+
+
+def runs_at_a_time(command: str) -> int:
+    """How many runs of a launch went at once: its joblib ``n_jobs`` (1 where the command sets none)."""
+    setting = next((word for word in command.split() if word.startswith("hydra.launcher.n_jobs=")), "=1")
+    return int(setting.split("=", 1)[1])
 
 
 def memory_effects(games_summary: dict, reps: int) -> dict:
@@ -234,8 +241,9 @@ def published_dqn_table(summary: dict, published: dict) -> str:
 
 def machine_line(summary: dict) -> str:
     machine = summary["machine"]
+    at_once = " or ".join(map(str, machine["runs_at_a_time"]))
     return (f"Machine time: {machine['hours']:.1f} hours of wall clock for {machine['runs']} runs in "
-            f"{machine['launches']} launches (two runs at a time, one torch thread each) on "
+            f"{machine['launches']} launches ({at_once} runs at a time, one torch thread each) on "
             f"{' and '.join(machine['cpus'])}.\n")
 
 
