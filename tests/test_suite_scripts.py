@@ -89,10 +89,10 @@ def test_only_the_published_results_folders_rewrite_the_documents(tmp_path):
     results = tmp_path / "repo" / "benchmarks" / "results"
     docs, readme = tmp_path / "repo" / "docs" / "results.md", tmp_path / "repo" / "README.md"
     assert docs_of(results / "minatar") == docs
-    headline = suite_documents(results / "minatar")
+    headline = suite_documents(results / "minatar_heldout")
     assert headline["docs"][0] == docs and headline["readme"][0] == readme
-    assert headline["docs"][1] != suite_documents(results / "minatar_heldout")["docs"][1]  # a block of its own
-    assert "readme" not in suite_documents(results / "minatar_heldout")
+    assert headline["docs"][1] != suite_documents(results / "minatar")["docs"][1]  # a block of its own
+    assert "readme" not in suite_documents(results / "minatar")  # the earlier suite is in the docs only
     assert docs_of(results / "minatar_lambda", "minatar_lambda") == docs
     for elsewhere in (tmp_path / "my_grid", results / "minatar_small", tmp_path / "minatar_heldout"):
         assert docs_of(elsewhere) is None and suite_documents(elsewhere) == {}
