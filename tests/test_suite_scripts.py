@@ -202,6 +202,10 @@ def test_the_sticky_table_sets_the_memorys_effect_with_and_without_sticky_action
     assert value == 3.0 and low <= 3.0 <= high
     table = sticky_table([row])
     assert "| asterix | 10, 11, 12 | final return | -2.00 [" in table and "+3.00 [" in table
+    assert "**rises**" in table
+    # One seed a side gives a zero-width interval, not a verdict.
+    [one_seed] = sticky_rows([run for run in sticky if run["seed"] == 10], plain, reps=200)
+    assert "**" not in sticky_table([one_seed]) and "(1 seed)" in sticky_table([one_seed])
     assert settings_problem(sticky, [dict(run, env_steps=1_000_000) for run in plain]).startswith(
         "the runs with sticky actions have [500000]")
     assert "made without env.kwargs.sticky_action_prob=0" in settings_problem(sticky, sticky)
