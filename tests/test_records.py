@@ -93,6 +93,27 @@ def test_each_minatar_suite_block_in_the_documents_is_the_report_of_its_run_reco
         readme = (ROOT / "README.md").read_text()
         assert f"{markers['readme'][0]}\n{readme_summary(summary)}{markers['readme'][1]}" in readme, \
             f"README.md holds older {folder} aggregates"
+        machine = summary["machine"]
+        assert f"({machine['runs']} runs, {machine['hours']:.1f} hours" in readme.replace("\n", " "), \
+            f"README.md quotes another machine time for {folder}"
+
+
+def test_the_sticky_action_table_in_the_docs_is_built_from_its_records():
+    from minatar_report import load_results
+    from minatar_sticky import FOLDER, MARKERS, settings_problem, sticky_rows, sticky_table
+
+    sticky, plain = load_results(RESULTS / "minatar_heldout"), load_results(RESULTS / FOLDER)
+    assert plain, "the docs quote the sticky-action table: its run records must be committed"
+    assert settings_problem(sticky, plain) is None
+    rows = sticky_rows(sticky, plain)
+    assert {row["game"] for row in rows} == {run["game"] for run in plain}, "every game without sticky actions has a row"
+    table = sticky_table(rows)
+    assert (RESULTS / FOLDER / "sticky.md").read_text() == table
+    docs = (ROOT / "docs" / "results.md").read_text()
+    assert f"{MARKERS[0]}\n{table}{MARKERS[1]}" in docs, "docs/results.md holds an older sticky-action table"
+    freeway = next(row for row in rows if row["game"] == "freeway")["final_return"]["no_sticky"][0]
+    readme = (ROOT / "README.md").read_text().replace("\n", " ")
+    assert f"still trails DQN by {-freeway:.0f} points on Freeway" in readme, "the README quotes another Freeway gap"
 
 
 def test_the_lambda_table_in_the_docs_is_built_from_its_records():
