@@ -288,10 +288,14 @@ def signed_interval(interval) -> str:
     return f"{value:+.2f} [{low:+.2f}, {high:+.2f}]"
 
 
+def seed_count(seeds: int) -> str:
+    """What a table cell says in place of a verdict when there are too few seeds for one."""
+    return f"({seeds} seed{'s' if seeds > 1 else ''})"
+
+
 def _effect_cell(effect: dict, score: str) -> str:
     verdict = effect[score]["verdict"]
-    return signed_interval(effect[score]["difference"]) + (f" **{verdict}**" if verdict else f" ({effect['seeds']} seed"
-                                                                                      f"{'s' if effect['seeds'] > 1 else ''})")
+    return signed_interval(effect[score]["difference"]) + (f" **{verdict}**" if verdict else f" {seed_count(effect['seeds'])}")
 
 
 def effects_table(summary: dict) -> str:

@@ -19,7 +19,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from minatar_report import VERDICT_SEEDS, auc, by_game_and_arm, docs_of, load_results, signed_interval, update_docs
+from minatar_report import (VERDICT_SEEDS, auc, by_game_and_arm, docs_of, load_results, seed_count, signed_interval,
+                            update_docs)
 
 from emdqn.analysis.aggregates import bootstrap_contrast_interval
 from emdqn.analysis.records import REPO_ROOT
@@ -81,7 +82,7 @@ def sticky_table(rows: list[dict]) -> str:
             cells = row[score]
             change = cells["change"]
             if len(row["seeds"]) < VERDICT_SEEDS:  # an interval over one or two seeds says nothing
-                verdict = f"({len(row['seeds'])} seed{'s' if len(row['seeds']) > 1 else ''})"
+                verdict = seed_count(len(row["seeds"]))
             else:
                 verdict = "**rises**" if change[1] > 0 else "**falls**" if change[2] < 0 else "no change shown"
             lines.append(f"| {row['game']} | {', '.join(map(str, row['seeds']))} | {label} | {signed_interval(cells['sticky'])} "
